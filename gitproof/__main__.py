@@ -1,0 +1,3 @@
+from gitproof.cli.main import main
+
+main()

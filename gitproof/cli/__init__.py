@@ -1,0 +1,1 @@
+"""The ``git gpu-proof`` command line: a thin layer over the library."""

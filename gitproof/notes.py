@@ -1,0 +1,195 @@
+"""Receipt storage in git: notes under refs/notes/gpu-proof, plus pending receipts.
+
+Writes go through a compare-and-swap on the notes ref (libgit2 refuses to
+create a commit on a ref whose tip is not the commit's first parent), so a
+concurrent writer is never overwritten, and a crash before the ref update
+leaves the ref exactly as it was: only unreferenced objects remain.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pygit2
+
+from gitproof.receipt import NoteEntry, SignedReceipt, join_note, parse_note
+
+NOTES_REF = "refs/notes/gpu-proof"
+PENDING_PREFIX = "refs/gpu-proof/pending/"
+_HEX_NAME = re.compile(r"^[0-9a-f]+$")
+_MAX_RETRIES = 20
+
+
+class NotesError(Exception):
+    """The notes ref cannot be read or written."""
+
+
+def _signature(repo: pygit2.Repository) -> pygit2.Signature:
+    try:
+        return repo.default_signature
+    except (KeyError, pygit2.GitError):
+        return pygit2.Signature("gitproof", "gitproof@localhost")
+
+
+class NotesStore:
+    """Read and append receipts on commits, never rewriting what is there."""
+
+    def __init__(self, repo: pygit2.Repository, ref: str = NOTES_REF) -> None:
+        self.repo = repo
+        self.ref = ref
+        self._index: dict[str, tuple[str, str]] | None = None
+        self._index_tip: str | None = None
+
+    # -- reading -------------------------------------------------------------
+
+    def tip(self) -> pygit2.Commit | None:
+        try:
+            return self.repo.references[self.ref].peel(pygit2.Commit)
+        except (KeyError, pygit2.GitError, ValueError):
+            return None
+
+    def index(self) -> dict[str, tuple[str, str]]:
+        """commit id -> (blob id, path in notes tree), fanout included."""
+        tip = self.tip()
+        tip_id = str(tip.id) if tip else None
+        if self._index is None or tip_id != self._index_tip:
+            self._index = _walk_notes_tree(tip.tree, "", "") if tip else {}
+            self._index_tip = tip_id
+        return self._index
+
+    def annotated_commits(self) -> set[str]:
+        return set(self.index())
+
+    def note_text(self, commit_id: str) -> str | None:
+        entry = self.index().get(commit_id)
+        if entry is None:
+            return None
+        data = self.repo[entry[0]].data
+        return data.decode("utf-8", errors="replace")
+
+    def entries(self, commit_id: str) -> list[NoteEntry]:
+        text = self.note_text(commit_id)
+        return parse_note(text) if text else []
+
+    # -- writing -------------------------------------------------------------
+
+    def add(self, commit_id: str, signed: SignedReceipt) -> bool:
+        """Append a receipt to the commit's note. False when it was already there."""
+        for _ in range(_MAX_RETRIES):
+            tip = self.tip()
+            existing = _existing_note(self.repo, tip, commit_id)
+            text = existing[0] if existing else ""
+            if any(e.signed and e.signed.identity == signed.identity for e in parse_note(text)):
+                return False
+            path = existing[1] if existing else commit_id
+            new_tree = _tree_with_note(self.repo, tip.tree if tip else None, path,
+                                       join_note(text, signed).encode("utf-8"))
+            if self._commit(tip, new_tree, f"gpu-proof: receipt for {commit_id}"):
+                return True
+        raise NotesError(f"{self.ref} kept changing under us; try again")
+
+    def _commit(self, tip: pygit2.Commit | None, tree: pygit2.Oid, message: str) -> bool:
+        sig = _signature(self.repo)
+        parents = [tip.id] if tip else []
+        try:
+            self.repo.create_commit(self.ref, sig, sig, message + "\n", tree, parents)
+        except pygit2.GitError as exc:
+            if "current tip is not the first parent" in str(exc) or "already exists" in str(exc):
+                return False
+            raise NotesError(f"cannot update {self.ref}: {exc}") from exc
+        self._index = None
+        return True
+
+
+def _existing_note(repo: pygit2.Repository, tip: pygit2.Commit | None,
+                   commit_id: str) -> tuple[str, str] | None:
+    if tip is None:
+        return None
+    for path in _fanout_paths(commit_id):
+        try:
+            entry = tip.tree[path]
+        except KeyError:
+            continue
+        if entry.type_str == "blob":
+            return repo[entry.id].data.decode("utf-8", errors="replace"), path
+    return None
+
+
+def _fanout_paths(commit_id: str, max_depth: int = 4) -> list[str]:
+    """Where git may keep a note: flat, or split into 2-hex-digit directories."""
+    return [
+        "/".join([commit_id[2 * i:2 * i + 2] for i in range(depth)] + [commit_id[2 * depth:]])
+        for depth in range(max_depth + 1)
+    ]
+
+
+def _walk_notes_tree(tree: pygit2.Tree, prefix: str, path: str) -> dict[str, tuple[str, str]]:
+    found: dict[str, tuple[str, str]] = {}
+    for entry in tree:
+        name = entry.name
+        if not _HEX_NAME.match(name):
+            continue
+        full = prefix + name
+        entry_path = f"{path}{name}"
+        if entry.type_str == "tree" and len(name) == 2 and len(full) < 40:
+            found.update(_walk_notes_tree(entry, full, entry_path + "/"))
+        elif entry.type_str == "blob" and len(full) in (40, 64):
+            found[full] = (str(entry.id), entry_path)
+    return found
+
+
+def _tree_with_note(repo: pygit2.Repository, root: pygit2.Tree | None, path: str,
+                    data: bytes) -> pygit2.Oid:
+    blob = repo.create_blob(data)
+    return _insert(repo, root, path.split("/"), blob)
+
+
+def _insert(repo: pygit2.Repository, tree: pygit2.Tree | None, parts: list[str],
+            blob: pygit2.Oid) -> pygit2.Oid:
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    if len(parts) == 1:
+        builder.insert(parts[0], blob, pygit2.enums.FileMode.BLOB)
+    else:
+        sub = tree[parts[0]] if tree is not None and parts[0] in tree else None
+        builder.insert(parts[0], _insert(repo, sub, parts[1:], blob), pygit2.enums.FileMode.TREE)
+    return builder.write()
+
+
+# -- pending receipts: runs on uncommitted content -------------------------------
+
+@dataclass(frozen=True)
+class PendingReceipt:
+    ref: str
+    signed: SignedReceipt
+
+
+class PendingStore:
+    """Receipts whose code is not committed yet, one ref per receipt blob.
+
+    Refs survive restarts and keep the blob safe from gc; they live outside
+    refs/heads and refs/notes so an ordinary push never sends them.
+    """
+
+    def __init__(self, repo: pygit2.Repository) -> None:
+        self.repo = repo
+
+    def add(self, signed: SignedReceipt) -> str:
+        blob = self.repo.create_blob(signed.text.encode("utf-8"))
+        ref = f"{PENDING_PREFIX}{blob}"
+        if ref not in self.repo.references:
+            self.repo.references.create(ref, blob)
+        return ref
+
+    def list(self) -> list[PendingReceipt]:
+        pending = []
+        for ref in self.repo.references:
+            if not ref.startswith(PENDING_PREFIX):
+                continue
+            blob = self.repo.references[ref].target
+            for entry in parse_note(self.repo[blob].data.decode("utf-8", errors="replace")):
+                if entry.signed:
+                    pending.append(PendingReceipt(ref, entry.signed))
+        return pending
+
+    def remove(self, ref: str) -> None:
+        self.repo.references.delete(ref)

@@ -1,0 +1,452 @@
+"""The receipt: a readable, line-oriented record of one GPU test session.
+
+A receipt is UTF-8 text. Its *payload* runs from the magic line up to (not
+including) the ``-----BEGIN SSH SIGNATURE-----`` line; the signature covers
+exactly those bytes. docs/receipt-format.md is the specification.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+MAGIC = "gpu-proof receipt v1"
+SIG_BEGIN = "-----BEGIN SSH SIGNATURE-----"
+SIG_END = "-----END SSH SIGNATURE-----"
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+FAILING_OUTCOMES = frozenset({"failed", "error"})
+MODES = ("local", "ci-gpu")
+VERDICTS = ("passed", "failed")
+
+_KEY_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+_HEX40_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+_ESCAPE_RE = re.compile(r"%[0-9A-F]{2}")
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class ReceiptFormatError(ValueError):
+    """The text is not a well-formed receipt; the message says where and why."""
+
+
+# -- value escaping -----------------------------------------------------------
+
+def escape(value: str) -> str:
+    """Make any string fit on one line, reversibly.
+
+    ``%``, control characters, DEL and leading/trailing spaces become ``%XX``
+    (uppercase hex of the UTF-8 byte); everything else stays as it is.
+    """
+    out = []
+    last = len(value) - 1
+    for i, ch in enumerate(value):
+        code = ord(ch)
+        if ch == "%" or code < 0x20 or code == 0x7F or (ch == " " and i in (0, last)):
+            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def unescape(text: str) -> str:
+    """Strict inverse of :func:`escape`: non-canonical input is an error."""
+    pieces = []
+    pos = 0
+    raw = bytearray()
+    for match in _ESCAPE_RE.finditer(text):
+        raw += text[pos:match.start()].encode("utf-8")
+        raw.append(int(match.group()[1:], 16))
+        pos = match.end()
+    raw += text[pos:].encode("utf-8")
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReceiptFormatError(f"escaped value is not UTF-8: {text!r}") from exc
+    pieces.append(value)
+    if escape(value) != text:
+        raise ReceiptFormatError(f"value is not canonically escaped: {text!r}")
+    return value
+
+
+# -- model --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TestResult:
+    __test__ = False  # not a pytest test class, despite the name
+
+    nodeid: str
+    outcome: str
+    duration: float
+
+    @property
+    def failing(self) -> bool:
+        return self.outcome in FAILING_OUTCOMES
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Everything a receipt states. ``extra`` keeps header fields this version
+    does not know, in order, so newer receipts stay readable and re-serialise
+    byte for byte."""
+
+    signer: str
+    key_fingerprint: str
+    started: datetime
+    finished: datetime
+    mode: str
+    trees: dict[str, str | None]
+    commit: str
+    branch: str | None
+    dirty_outside: bool
+    pytest_args: list[str]
+    environment: dict[str, str]
+    gpus: list[dict[str, Any]]
+    tests: list[TestResult]
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    exit_status: int = 0
+    extra: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = {outcome: 0 for outcome in OUTCOMES}
+        for test in self.tests:
+            counts[test.outcome] += 1
+        return counts
+
+    @property
+    def verdict(self) -> str:
+        """``passed`` only when pytest succeeded, something ran and nothing failed."""
+        ok = self.exit_status == 0 and self.tests and not any(t.failing for t in self.tests)
+        return "passed" if ok else "failed"
+
+    def with_signer(self, signer: str, key_fingerprint: str) -> "Receipt":
+        return replace(self, signer=signer, key_fingerprint=key_fingerprint)
+
+
+@dataclass(frozen=True)
+class SignedReceipt:
+    """A receipt as stored: its exact payload bytes and armored signature."""
+
+    receipt: Receipt
+    payload: bytes
+    signature: str
+
+    @property
+    def text(self) -> str:
+        return self.payload.decode("utf-8") + self.signature
+
+    @property
+    def identity(self) -> str:
+        """Stable identity for deduplication: the payload and signature bytes."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+# -- serialisation ------------------------------------------------------------
+
+def _format_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False, allow_nan=False)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return " ".join(f"{outcome}={counts[outcome]}" for outcome in OUTCOMES)
+
+
+def _gpu_lines(gpus: list[dict[str, Any]]) -> list[str]:
+    if not gpus:
+        return ["gpu: none"]
+    return [f"gpu: {_json(gpu)}" for gpu in gpus]
+
+
+def serialize_payload(receipt: Receipt) -> bytes:
+    """The exact bytes that get signed."""
+    lines = [
+        MAGIC,
+        f"verdict: {receipt.verdict}",
+        f"counts: {_counts_text(receipt.counts)}",
+        *_gpu_lines(receipt.gpus),
+        f"signer: {escape(receipt.signer)} {receipt.key_fingerprint}",
+        f"time: {_format_time(receipt.started)} {_format_time(receipt.finished)}",
+        f"mode: {receipt.mode}",
+    ]
+    for path, tree in receipt.trees.items():
+        lines.append(f"tree: {tree or 'absent'} {escape(path)}")
+    lines += [
+        f"commit: {receipt.commit}",
+        f"branch: {escape(receipt.branch) if receipt.branch else '(detached)'}",
+        f"dirty-outside-paths: {'yes' if receipt.dirty_outside else 'no'}",
+        f"exit-status: {receipt.exit_status}",
+        f"pytest-args: {_json(receipt.pytest_args)}",
+    ]
+    lines += [f"env: {escape(k)}={escape(v)}" for k, v in receipt.environment.items()]
+    lines += [f"check: {_json(check)}" for check in receipt.checks]
+    lines += [f"{key}: {value}" for key, value in receipt.extra]
+    lines.append("")
+    lines += [f"test: {t.outcome} {t.duration:.3f}s {escape(t.nodeid)}" for t in receipt.tests]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+# -- parsing ------------------------------------------------------------------
+
+class _HeaderParser:
+    """Turns header lines into Receipt fields; strict about every known key."""
+
+    SINGLE = ("verdict", "counts", "signer", "time", "mode", "commit", "branch",
+              "dirty-outside-paths", "exit-status", "pytest-args")
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+        self.trees: dict[str, str | None] = {}
+        self.gpus: list[dict[str, Any]] = []
+        self.gpu_none = False
+        self.env: dict[str, str] = {}
+        self.checks: list[dict[str, Any]] = []
+        self.extra: list[tuple[str, str]] = []
+
+    def feed(self, key: str, value: str) -> None:
+        if key in self.SINGLE:
+            if key in self.seen:
+                raise ReceiptFormatError(f"header field {key!r} appears twice")
+            self.seen[key] = value
+        elif key == "tree":
+            self._tree(value)
+        elif key == "gpu":
+            self._gpu(value)
+        elif key == "env":
+            name, sep, val = value.partition("=")
+            if not sep or unescape(name) in self.env:
+                raise ReceiptFormatError(f"bad or repeated env field: {value!r}")
+            self.env[unescape(name)] = unescape(val)
+        elif key == "check":
+            self.checks.append(_json_object(value, "check"))
+        else:
+            self.extra.append((key, value))
+
+    def _tree(self, value: str) -> None:
+        tree, sep, path = value.partition(" ")
+        if not sep or not (tree == "absent" or _HEX40_RE.match(tree)):
+            raise ReceiptFormatError(f"bad tree field: {value!r}")
+        path = unescape(path)
+        if path in self.trees:
+            raise ReceiptFormatError(f"tree for {path!r} appears twice")
+        self.trees[path] = None if tree == "absent" else tree
+
+    def _gpu(self, value: str) -> None:
+        if value == "none":
+            if self.gpus or self.gpu_none:
+                raise ReceiptFormatError("'gpu: none' mixed with other gpu fields")
+            self.gpu_none = True
+            return
+        if self.gpu_none:
+            raise ReceiptFormatError("'gpu: none' mixed with other gpu fields")
+        self.gpus.append(_json_object(value, "gpu"))
+
+    def require(self, key: str) -> str:
+        if key not in self.seen:
+            raise ReceiptFormatError(f"missing header field {key!r}")
+        return self.seen[key]
+
+
+def _json_object(value: str, what: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ReceiptFormatError(f"{what} field is not valid JSON: {value!r}") from exc
+    if not isinstance(parsed, dict):
+        raise ReceiptFormatError(f"{what} field must be a JSON object: {value!r}")
+    return parsed
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError as exc:
+        raise ReceiptFormatError(f"bad timestamp {text!r}") from exc
+
+
+def _parse_test(value: str, lineno: int) -> TestResult:
+    parts = value.split(" ", 2)
+    if len(parts) != 3 or parts[0] not in OUTCOMES or not re.fullmatch(r"\d+\.\d{3}s", parts[1]):
+        raise ReceiptFormatError(f"line {lineno}: bad test line {value!r}")
+    return TestResult(nodeid=unescape(parts[2]), outcome=parts[0], duration=float(parts[1][:-1]))
+
+
+def _split_line(line: str, lineno: int) -> tuple[str, str]:
+    key, sep, value = line.partition(": ")
+    if not sep or not _KEY_RE.match(key):
+        raise ReceiptFormatError(f"line {lineno}: expected 'key: value', got {line!r}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line):
+        raise ReceiptFormatError(f"line {lineno}: control character in line")
+    return key, value
+
+
+def parse_payload(payload: bytes) -> Receipt:
+    """Parse the signed part of a receipt; raise ReceiptFormatError on anything odd."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReceiptFormatError("receipt is not valid UTF-8") from exc
+    if not text.endswith("\n") or "\r" in text:
+        raise ReceiptFormatError("receipt must use LF line endings and end with a newline")
+    lines = text[:-1].split("\n")
+    if lines[0] != MAGIC:
+        raise ReceiptFormatError(f"first line must be {MAGIC!r}, got {lines[0]!r}")
+    try:
+        blank = lines.index("")
+    except ValueError:
+        raise ReceiptFormatError("missing blank line between header and tests") from None
+    header = _HeaderParser()
+    for lineno, line in enumerate(lines[1:blank], start=2):
+        header.feed(*_split_line(line, lineno))
+    tests = []
+    for lineno, line in enumerate(lines[blank + 1:], start=blank + 2):
+        key, value = _split_line(line, lineno)
+        if key != "test":
+            raise ReceiptFormatError(f"line {lineno}: only 'test:' lines may follow the header")
+        tests.append(_parse_test(value, lineno))
+    receipt = _build(header, tests)
+    if serialize_payload(receipt) != payload:
+        raise ReceiptFormatError("receipt is not in canonical form (field order or formatting)")
+    return receipt
+
+
+def _build(header: _HeaderParser, tests: list[TestResult]) -> Receipt:
+    signer, _, fingerprint = header.require("signer").rpartition(" ")
+    started, _, finished = header.require("time").partition(" ")
+    mode = header.require("mode")
+    if mode not in MODES:
+        raise ReceiptFormatError(f"unknown mode {mode!r}")
+    commit = header.require("commit")
+    if not _HEX40_RE.match(commit):
+        raise ReceiptFormatError(f"bad commit id {commit!r}")
+    if not header.trees:
+        raise ReceiptFormatError("receipt names no fingerprint trees")
+    if not header.gpus and not header.gpu_none:
+        raise ReceiptFormatError("missing header field 'gpu'")
+    branch = header.require("branch")
+    dirty = header.require("dirty-outside-paths")
+    if dirty not in ("yes", "no"):
+        raise ReceiptFormatError(f"dirty-outside-paths must be yes or no, got {dirty!r}")
+    exit_status = header.require("exit-status")
+    if not re.fullmatch(r"-?\d+", exit_status):
+        raise ReceiptFormatError(f"bad exit-status {exit_status!r}")
+    args = _parse_args(header.require("pytest-args"))
+    receipt = Receipt(
+        signer=unescape(signer), key_fingerprint=fingerprint,
+        started=_parse_time(started), finished=_parse_time(finished), mode=mode,
+        trees=header.trees, commit=commit,
+        branch=None if branch == "(detached)" else unescape(branch),
+        dirty_outside=dirty == "yes", pytest_args=args, environment=header.env,
+        gpus=header.gpus, tests=tests, checks=header.checks,
+        exit_status=int(exit_status), extra=header.extra,
+    )
+    _check_consistency(receipt, header)
+    return receipt
+
+
+def _parse_args(value: str) -> list[str]:
+    try:
+        args = json.loads(value)
+    except ValueError as exc:
+        raise ReceiptFormatError(f"pytest-args is not valid JSON: {value!r}") from exc
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ReceiptFormatError("pytest-args must be a JSON list of strings")
+    return args
+
+
+def _check_consistency(receipt: Receipt, header: _HeaderParser) -> None:
+    if header.require("verdict") != receipt.verdict:
+        raise ReceiptFormatError("verdict does not match the test results")
+    if header.require("counts") != _counts_text(receipt.counts):
+        raise ReceiptFormatError("counts do not match the test lines")
+    if not receipt.key_fingerprint.startswith("SHA256:") and receipt.key_fingerprint != "unsigned":
+        raise ReceiptFormatError(f"bad key fingerprint {receipt.key_fingerprint!r}")
+
+
+# -- notes: several receipts in one blob ----------------------------------------
+
+@dataclass(frozen=True)
+class NoteEntry:
+    """One receipt found in a note, or the reason it could not be read."""
+
+    signed: SignedReceipt | None
+    error: str | None
+    index: int
+
+
+def split_note(text: str) -> Iterator[tuple[str, str]]:
+    """Split a note into (payload, armored signature) text pairs.
+
+    Blank lines between receipts are allowed; anything else outside a
+    receipt is reported as an error entry with empty payload.
+    """
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() == "":
+            i += 1
+            continue
+        if lines[i].rstrip("\n") != MAGIC:
+            end = _next_magic(lines, i + 1)
+            yield "", "".join(lines[i:end])
+            i = end
+            continue
+        start = i
+        while i < len(lines) and lines[i].rstrip("\n") != SIG_BEGIN:
+            if i > start and lines[i].rstrip("\n") == MAGIC:
+                break
+            i += 1
+        if i >= len(lines) or lines[i].rstrip("\n") != SIG_BEGIN:
+            yield "".join(lines[start:i]), ""
+            continue
+        payload_end = i
+        while i < len(lines) and lines[i].rstrip("\n") != SIG_END:
+            i += 1
+        i = min(i + 1, len(lines))
+        yield "".join(lines[start:payload_end]), "".join(lines[payload_end:i])
+
+
+def _next_magic(lines: list[str], start: int) -> int:
+    for j in range(start, len(lines)):
+        if lines[j].rstrip("\n") == MAGIC:
+            return j
+    return len(lines)
+
+
+def parse_note(text: str) -> list[NoteEntry]:
+    """Every receipt in a note; malformed ones become entries with an error."""
+    entries = []
+    for index, (payload, signature) in enumerate(split_note(text)):
+        entries.append(_parse_entry(payload, signature, index))
+    return entries
+
+
+def _parse_entry(payload: str, signature: str, index: int) -> NoteEntry:
+    if not payload:
+        return NoteEntry(None, "text in note that is not a receipt", index)
+    if not signature.rstrip("\n").endswith(SIG_END):
+        return NoteEntry(None, "receipt has no complete SSH signature block", index)
+    try:
+        receipt = parse_payload(payload.encode("utf-8"))
+    except ReceiptFormatError as exc:
+        return NoteEntry(None, f"malformed receipt: {exc}", index)
+    if not signature.endswith("\n"):
+        signature += "\n"
+    return NoteEntry(SignedReceipt(receipt, payload.encode("utf-8"), signature), None, index)
+
+
+def join_note(existing: str, addition: SignedReceipt) -> str:
+    """Append a receipt to a note's text, leaving existing bytes untouched."""
+    if not existing:
+        return addition.text
+    separator = "" if existing.endswith("\n\n") else ("\n" if existing.endswith("\n") else "\n\n")
+    return existing + separator + addition.text

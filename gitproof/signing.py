@@ -1,0 +1,317 @@
+"""SSHSIG signatures made the way git makes them (``ssh-keygen -Y sign``).
+
+Key selection mirrors git's ``sign_buffer_ssh``: an explicit ``--key`` wins, then
+``user.signingKey``, then the first line printed by ``gpg.ssh.defaultKeyCommand``.
+A key is either a literal public key (``key::ssh-ed25519 AAAA...`` or, legacy, a
+value starting with ``ssh-``), signed through ssh-agent with ``-U``, or a path to a
+private key or to a ``.pub`` whose private half is in the agent.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+NAMESPACE = "gpu-proof"
+DEFAULT_PROGRAM = "ssh-keygen"
+SIGNATURE_BEGIN = "-----BEGIN SSH SIGNATURE-----"
+SIGNATURE_END = "-----END SSH SIGNATURE-----"
+_LITERAL_PREFIX = "key::"
+_NO_KEY_HINT = (
+    "no signing key configured: set one with "
+    "`git config user.signingKey ~/.ssh/id_ed25519.pub` (or pass --key)"
+)
+
+
+class SigningError(Exception):
+    """Signing cannot proceed; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """Which key to sign with and how it was specified.
+
+    ``spec`` is the bare public key line when ``literal`` (``key::`` stripped),
+    otherwise the key file path with ``~`` expanded.
+    """
+
+    spec: str
+    literal: bool
+    source: str
+    program: str = DEFAULT_PROGRAM
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.literal else Path(self.spec)
+
+
+# --- configuration -------------------------------------------------------------
+
+
+def _config_value(repo: pygit2.Repository, name: str) -> str | None:
+    try:
+        value = repo.config[name]
+    except KeyError:
+        return None
+    return value if value else None
+
+
+def _signing_program(repo: pygit2.Repository) -> str:
+    program = _config_value(repo, "gpg.ssh.program")
+    return os.path.expanduser(program) if program else DEFAULT_PROGRAM
+
+
+def default_principal(repo: pygit2.Repository) -> str:
+    """The signer identity recorded next to the signature: ``user.email``."""
+    email = _config_value(repo, "user.email")
+    if email is None:
+        raise SigningError(
+            "no principal: set user.email (`git config user.email you@example.com`) "
+            "or pass --principal"
+        )
+    return email
+
+
+# --- key resolution ------------------------------------------------------------
+
+
+def _literal_of(value: str) -> str | None:
+    """The bare key if ``value`` is a literal key (git's is_literal_ssh_key)."""
+    if value.startswith(_LITERAL_PREFIX):
+        return value[len(_LITERAL_PREFIX):].strip()
+    if value.startswith("ssh-"):
+        return value.strip()
+    return None
+
+
+def _key_from_spec(value: str, source: str, program: str) -> SigningKey:
+    literal = _literal_of(value)
+    if literal is not None:
+        _parse_public_line(literal, f"{source} literal key")
+        return SigningKey(spec=literal, literal=True, source=source, program=program)
+    path = os.path.expanduser(value.strip())
+    if not Path(path).is_file():
+        raise SigningError(_missing_file_message(value, path, source))
+    return SigningKey(spec=path, literal=False, source=source, program=program)
+
+
+def _missing_file_message(value: str, path: str, source: str) -> str:
+    message = f"signing key file not found: {path} (from {source} = {value!r})"
+    if source == "user.signingKey":
+        message += (
+            "; user.signingKey must be an SSH key path or a `key::ssh-...` literal "
+            "(a GPG key id will not work here), or pass --key"
+        )
+    return message
+
+
+def _run_default_key_command(command: str) -> str:
+    try:
+        result = subprocess.run(
+            command, shell=True, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+    except OSError as exc:
+        raise SigningError(f"gpg.ssh.defaultKeyCommand could not run ({command!r}): {exc}") from exc
+    if result.returncode != 0:
+        raise SigningError(
+            f"gpg.ssh.defaultKeyCommand failed (exit {result.returncode}): {command!r}\n"
+            f"{result.stderr.strip()}"
+        )
+    lines = result.stdout.splitlines()
+    first = lines[0].strip() if lines else ""
+    if not first or _literal_of(first) is None:
+        raise SigningError(
+            f"gpg.ssh.defaultKeyCommand returned no key ({command!r}): expected its first "
+            f"output line to be `key::ssh-...` or `ssh-...`, got {first!r}"
+        )
+    return first
+
+
+def resolve_signing_key(repo: pygit2.Repository, override: str | None = None) -> SigningKey:
+    """Pick the signing key: ``override`` (--key), user.signingKey, defaultKeyCommand."""
+    program = _signing_program(repo)
+    if override:
+        return _key_from_spec(override, "--key", program)
+    configured = _config_value(repo, "user.signingKey")
+    if configured is not None:
+        return _key_from_spec(configured, "user.signingKey", program)
+    command = _config_value(repo, "gpg.ssh.defaultKeyCommand")
+    if command is None:
+        raise SigningError(_NO_KEY_HINT)
+    return _key_from_spec(
+        _run_default_key_command(command), "gpg.ssh.defaultKeyCommand", program
+    )
+
+
+# --- public key and fingerprint ------------------------------------------------
+
+
+def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
+    if offset + 4 > len(blob):
+        raise ValueError("truncated key blob")
+    length = int.from_bytes(blob[offset:offset + 4], "big")
+    end = offset + 4 + length
+    if end > len(blob):
+        raise ValueError("truncated key blob")
+    return blob[offset + 4:end], end
+
+
+def _parse_public_line(line: str, what: str) -> tuple[str, bytes]:
+    """Split ``type base64 [comment]`` and check the blob names the same type."""
+    fields = line.split()
+    try:
+        if len(fields) < 2:
+            raise ValueError("expected `<type> <base64> [comment]`")
+        blob = base64.b64decode(fields[1], validate=True)
+        embedded, _ = _read_string(blob, 0)
+        if embedded.decode("ascii") != fields[0]:
+            raise ValueError(f"key type {fields[0]!r} does not match its blob")
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise SigningError(f"{what} is not a valid SSH public key ({exc}): {line[:60]!r}") from exc
+    return fields[0], blob
+
+
+def _public_line_in(path: Path) -> str | None:
+    """The public key line if ``path`` holds one, else None."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    try:
+        key_type, blob = _parse_public_line(first, str(path))
+    except SigningError:
+        return None
+    return f"{key_type} {base64.b64encode(blob).decode('ascii')}"
+
+
+def _derive_with_cryptography(path: Path) -> str | None:
+    try:
+        private = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+        raw = private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    except (ValueError, TypeError, OSError, UnsupportedAlgorithm):
+        return None  # encrypted or a type cryptography does not know (e.g. -sk keys)
+    return raw.decode("ascii")
+
+
+def _derive_with_ssh_keygen(path: Path, program: str) -> str:
+    try:
+        result = subprocess.run(
+            [program, "-y", "-f", str(path)],
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        raise _program_error(program, exc) from exc
+    if result.returncode != 0:
+        raise SigningError(
+            f"could not read the public key of {path} with `{program} -y`: "
+            f"{result.stderr.strip()} (put the matching .pub file beside it)"
+        )
+    return result.stdout.strip()
+
+
+def public_key_of(key: SigningKey) -> str:
+    """The public key as ``<type> <base64>`` (comment dropped, so it is canonical)."""
+    if key.literal:
+        line = key.spec
+    else:
+        path = Path(key.spec)
+        line = (
+            _public_line_in(path)
+            or _public_line_in(Path(f"{path}.pub"))
+            or _derive_with_cryptography(path)
+            or _derive_with_ssh_keygen(path, key.program)
+        )
+    key_type, blob = _parse_public_line(line, f"public key of {key.spec}")
+    return f"{key_type} {base64.b64encode(blob).decode('ascii')}"
+
+
+def fingerprint_of_public_line(line: str) -> str:
+    """``SHA256:...`` exactly as ``ssh-keygen -l -E sha256`` prints it."""
+    _, blob = _parse_public_line(line, "public key")
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def key_fingerprint(key: SigningKey) -> str:
+    return fingerprint_of_public_line(public_key_of(key))
+
+
+# --- signing -------------------------------------------------------------------
+
+
+def _program_error(program: str, exc: OSError) -> SigningError:
+    return SigningError(
+        f"cannot run the SSH signing program {program!r}: {exc.strerror or exc}. "
+        "Install OpenSSH (ssh-keygen 8.2p1+) or point "
+        "`git config gpg.ssh.program` at it"
+    )
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _sign_command(key: SigningKey, workdir: Path, payload_file: Path, namespace: str) -> list[str]:
+    if key.literal:
+        key_file = workdir / "signing_key.pub"
+        _write_private(key_file, key.spec.encode("ascii") + b"\n")
+    else:
+        key_file = Path(key.spec)
+    command = [key.program, "-Y", "sign", "-n", namespace, "-f", str(key_file)]
+    if key.literal:
+        command.append("-U")  # the private half must come from ssh-agent
+    return command + [str(payload_file)]
+
+
+def _run_signer(command: list[str], program: str) -> None:
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+    except OSError as exc:
+        raise _program_error(program, exc) from exc
+    if result.returncode == 0:
+        return
+    stderr = result.stderr.strip() or result.stdout.strip()
+    message = f"`{program} -Y sign` failed (exit {result.returncode}): {stderr}"
+    if "usage:" in stderr:
+        message += "\nssh-keygen -Y sign needs OpenSSH 8.2p1 or newer (see gpg.ssh.program)"
+    raise SigningError(message)
+
+
+def _read_signature(sig_file: Path, program: str) -> str:
+    try:
+        text = sig_file.read_text(encoding="ascii").replace("\r", "")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SigningError(f"`{program} -Y sign` wrote no readable signature: {exc}") from exc
+    text = text.strip() + "\n"
+    if not (text.startswith(SIGNATURE_BEGIN) and text.rstrip().endswith(SIGNATURE_END)):
+        raise SigningError(f"`{program} -Y sign` produced something that is not an SSH signature")
+    return text
+
+
+def sign(payload: bytes, key: SigningKey, namespace: str = NAMESPACE) -> str:
+    """Sign ``payload`` like git does; returns the armored SSH signature text."""
+    workdir = Path(tempfile.mkdtemp(prefix="gitproof-sign-"))  # mode 0700
+    try:
+        payload_file = workdir / "payload"
+        _write_private(payload_file, payload)
+        _run_signer(_sign_command(key, workdir, payload_file, namespace), key.program)
+        return _read_signature(Path(f"{payload_file}.sig"), key.program)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

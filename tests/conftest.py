@@ -1,0 +1,48 @@
+"""Shared fixtures: real git repositories and real ssh-keygen keys in temp dirs."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from tests import helpers
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_git_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep the developer's own ~/.gitconfig (signing keys, hooks) out of every test."""
+    home = tmp_path_factory.mktemp("home")
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = Test Runner\n\temail = runner@example.com\n"
+        "[init]\n\tdefaultBranch = main\n"
+    )
+    old = {k: os.environ.get(k) for k in ("HOME", "GIT_CONFIG_NOSYSTEM", "XDG_CONFIG_HOME", "SSH_AUTH_SOCK")}
+    os.environ["HOME"] = str(home)
+    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
+    os.environ["XDG_CONFIG_HOME"] = str(home / ".config")
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    for level in (pygit2.enums.ConfigLevel.GLOBAL, pygit2.enums.ConfigLevel.XDG, pygit2.enums.ConfigLevel.SYSTEM):
+        pygit2.settings.search_path[level] = str(home)
+    yield home
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def keygen(tmp_path: Path):
+    """Make real OpenSSH keys: keygen("ed25519") -> helpers.Key."""
+    def make(key_type: str = "ed25519", name: str | None = None) -> helpers.Key:
+        return helpers.generate_key(tmp_path / "keys", key_type, name)
+    return make
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A real repository with src/ and tests/ and one commit."""
+    return helpers.make_project_repo(tmp_path / "project")

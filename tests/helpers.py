@@ -1,0 +1,78 @@
+"""Small helpers for tests: real git, real ssh-keygen, no mocks."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def git(cwd: Path, *args: str, input: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, input=input, capture_output=True, text=True, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {result.stderr}")
+    return result.stdout.strip()
+
+
+@dataclass
+class Key:
+    private: Path
+    public: Path
+
+    @property
+    def public_line(self) -> str:
+        return self.public.read_text().strip()
+
+    @property
+    def fingerprint(self) -> str:
+        out = subprocess.run(
+            ["ssh-keygen", "-l", "-E", "sha256", "-f", str(self.public)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        return out.split()[1]
+
+
+def generate_key(directory: Path, key_type: str = "ed25519", name: str | None = None) -> Key:
+    directory.mkdir(parents=True, exist_ok=True)
+    name = name or key_type
+    private = directory / name
+    args = ["ssh-keygen", "-q", "-N", "", "-C", f"{name}@test", "-f", str(private)]
+    if key_type.startswith("ecdsa"):
+        bits = key_type.split("-")[1] if "-" in key_type else "256"
+        args += ["-t", "ecdsa", "-b", bits]
+    elif key_type.startswith("rsa"):
+        args += ["-t", "rsa", "-b", "2048"]
+    else:
+        args += ["-t", key_type]
+    subprocess.run(args, check=True, capture_output=True)
+    return Key(private=private, public=directory / f"{name}.pub")
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def commit_all(root: Path, message: str = "change") -> str:
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "--allow-empty", "-m", message)
+    return git(root, "rev-parse", "HEAD")
+
+
+def make_project_repo(root: Path) -> Path:
+    root.mkdir(parents=True)
+    git(root, "init", "-q", "-b", "main")
+    write_files(root, {
+        "src/kernels.py": "def add(a, b):\n    return a + b\n",
+        "tests/test_kernels.py": (
+            "import pytest\n\n"
+            "@pytest.mark.gpu_proof\n"
+            "def test_add():\n    assert 1 + 1 == 2\n"
+        ),
+        "README.md": "demo\n",
+    })
+    commit_all(root, "initial")
+    return root

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitproof.fingerprint import (FingerprintError, changed_fingerprint_paths, commit_trees,
+                                  normalize_path, require_some_present, worktree_state)
+from tests.helpers import commit_all, git, write_files
+
+PATHS = ["src", "tests"]
+
+
+def test_clean_checkout_trees_are_exactly_git_rev_parse(repo: Path):
+    r = pygit2.Repository(str(repo))
+    trees = commit_trees(r, r.head.peel(), PATHS)
+    assert trees == {p: git(repo, "rev-parse", f"HEAD:{p}") for p in PATHS}
+    state = worktree_state(r, PATHS)
+    assert state.matches_head and state.trees == trees and not state.dirty_outside
+
+
+def test_dirty_tree_fingerprint_is_what_a_commit_would_record(repo: Path):
+    write_files(repo, {"src/new.py": "x = 1\n", "src/build.log": "ignored\n", ".gitignore": "*.log\n"})
+    (repo / "src" / "kernels.py").write_text("changed\n")
+    index_before = (repo / ".git" / "index").read_bytes()
+    state = worktree_state(pygit2.Repository(str(repo)), PATHS)
+    assert (repo / ".git" / "index").read_bytes() == index_before, "the real index must be untouched"
+    assert not state.matches_head
+    assert state.changed_paths == ["src/kernels.py", "src/new.py"]
+    assert state.dirty_outside  # .gitignore is new and outside src/ and tests/
+    commit_all(repo, "record it")
+    assert state.trees == {p: git(repo, "rev-parse", f"HEAD:{p}") for p in PATHS}
+
+
+def test_deleted_file_changes_the_fingerprint(repo: Path):
+    (repo / "src" / "kernels.py").unlink()
+    (repo / "src" / "other.py").write_text("y = 2\n")
+    state = worktree_state(pygit2.Repository(str(repo)), PATHS)
+    commit_all(repo, "delete")
+    assert state.trees["src"] == git(repo, "rev-parse", "HEAD:src")
+
+
+def test_change_outside_paths_is_recorded_but_does_not_change_trees(repo: Path):
+    (repo / "README.md").write_text("docs only\n")
+    state = worktree_state(pygit2.Repository(str(repo)), PATHS)
+    assert state.matches_head and state.dirty_outside and state.changed_paths == []
+
+
+def test_missing_path_is_recorded_as_absent_and_all_missing_is_an_error(repo: Path):
+    r = pygit2.Repository(str(repo))
+    trees = commit_trees(r, r.head.peel(), ["src", "cuda"])
+    assert trees["cuda"] is None and trees["src"]
+    require_some_present(trees)
+    with pytest.raises(FingerprintError, match="fingerprint_paths"):
+        require_some_present(commit_trees(r, r.head.peel(), ["nope", "cuda"]))
+
+
+@pytest.mark.parametrize("bad", ["", "/", "../x", "a/../../b", ".."])
+def test_paths_outside_the_repository_are_refused(bad):
+    with pytest.raises(FingerprintError):
+        normalize_path(bad)
+
+
+def test_changed_paths_name_the_files(repo: Path):
+    r = pygit2.Repository(str(repo))
+    before = commit_trees(r, r.head.peel(), PATHS)
+    (repo / "src" / "kernels.py").write_text("changed\n")
+    commit_all(repo)
+    after = commit_trees(r, r.head.peel(), PATHS)
+    assert changed_fingerprint_paths(r, before, after) == ["src/kernels.py"]
+    assert changed_fingerprint_paths(r, before, {**after, "tests": None}) == ["src/kernels.py", "tests/ (removed)"]
