@@ -158,6 +158,9 @@ class Recorder:
             self.error = f"{exc}"
             if session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        except KeyboardInterrupt:
+            self.error = "interrupted while signing; no receipt recorded, notes untouched"
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.error:

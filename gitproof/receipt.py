@@ -207,6 +207,7 @@ class _HeaderParser:
         self.env: dict[str, str] = {}
         self.checks: list[dict[str, Any]] = []
         self.extra: list[tuple[str, str]] = []
+        self.extra_keys: set[str] = set()
 
     def feed(self, key: str, value: str) -> None:
         if key in self.SINGLE:
@@ -226,6 +227,7 @@ class _HeaderParser:
             self.checks.append(_json_object(value, "check"))
         else:
             self.extra.append((key, value))
+            self.extra_keys.add(key)
 
     def _tree(self, value: str) -> None:
         tree, sep, path = value.partition(" ")
@@ -299,6 +301,8 @@ def parse_payload(payload: bytes) -> Receipt:
         raise ReceiptFormatError("receipt must use LF line endings and end with a newline")
     lines = text[:-1].split("\n")
     if lines[0] != MAGIC:
+        if lines[0].startswith("gpu-proof receipt v"):
+            raise ReceiptFormatError(f"unsupported receipt format version: first line {lines[0]!r}")
         raise ReceiptFormatError(f"first line must be {MAGIC!r}, got {lines[0]!r}")
     try:
         blank = lines.index("")
@@ -314,7 +318,11 @@ def parse_payload(payload: bytes) -> Receipt:
             raise ReceiptFormatError(f"line {lineno}: only 'test:' lines may follow the header")
         tests.append(_parse_test(value, lineno))
     receipt = _build(header, tests)
-    if serialize_payload(receipt) != payload:
+    # Fields this version does not know may stand anywhere in the header; all the
+    # others must be exactly as this version writes them.
+    unknown = {i for i, line in enumerate(lines[1:blank], start=1) if _split_line(line, i)[0] in header.extra_keys}
+    known_lines = [line for i, line in enumerate(lines) if i not in unknown]
+    if serialize_payload(replace(receipt, extra=[])) != ("\n".join(known_lines) + "\n").encode("utf-8"):
         raise ReceiptFormatError("receipt is not in canonical form (field order or formatting)")
     return receipt
 

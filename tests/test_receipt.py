@@ -60,7 +60,8 @@ def test_unknown_header_fields_are_kept_for_forward_compatibility():
     (lambda t: t.replace("verdict: passed", "verdict: failed"), "verdict"),
     (lambda t: t.replace("passed=2", "passed=3"), "counts"),
     (lambda t: t.replace("mode: local", "mode: cloud"), "mode"),
-    (lambda t: t.replace(MAGIC, "gpu-proof receipt v0"), "first line"),
+    (lambda t: t.replace(MAGIC, "gpu-proof receipt v2"), "unsupported receipt format version"),
+    (lambda t: t.replace(MAGIC, "a receipt"), "first line"),
     (lambda t: t.replace("commit: 333", "commit: xyz"), "commit"),
     (lambda t: t.replace("\n\ntest:", "\ntest:", 1), "blank line"),
     (lambda t: t + "trailing junk\n", "key: value"),
@@ -76,6 +77,13 @@ def test_strict_parsing_rejects_malformed_receipts(mutate, message):
     text = serialize_payload(make_receipt()).decode()
     with pytest.raises(ReceiptFormatError, match=message):
         parse_payload(mutate(text).encode())
+
+
+def test_unknown_fields_may_stand_anywhere_in_the_header():
+    payload = serialize_payload(make_receipt())
+    extended = payload.replace(b"\nmode: local\n", b"\nmode: local\nfuture-field: 42\n", 1)
+    receipt = parse_payload(extended)
+    assert receipt.extra == [("future-field", "42")] and receipt.mode == "local"
 
 
 def _signed(**overrides) -> SignedReceipt:

@@ -1,0 +1,221 @@
+"""Validity by content: real repositories, real keys, real signatures."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitproof import signing
+from gitproof.notes import NotesStore
+from gitproof.policy import Policy
+from gitproof.receipt import SignedReceipt, TestResult, serialize_payload
+from gitproof.verification import (UNCHANGED, UNVALIDATED, VALIDATED, TrustError, Verifier,
+                                   load_trust, open_verifier)
+from tests.factories import make_receipt
+from tests.helpers import Key, commit_all, git, write_files
+
+POLICY = Policy(allowed_signers=".gpu-proof/allowed_signers")
+
+
+class Project:
+    """A repository with a trusted key, and a way to attach real signed receipts."""
+
+    def __init__(self, root: Path, key: Key, principal: str = "alice@example.com") -> None:
+        self.root, self.key, self.principal = root, key, principal
+        self.repo = pygit2.Repository(str(root))
+        self.trust_key(key, principal)
+
+    def trust_key(self, key: Key, principal: str, options: str = 'namespaces="gpu-proof" ') -> None:
+        path = self.root / ".gpu-proof" / "allowed_signers"
+        path.parent.mkdir(exist_ok=True)
+        with path.open("a") as f:
+            f.write(f"{principal} {options}{key.public_line}\n")
+
+    def signed(self, rev: str = "HEAD", key: Key | None = None, **overrides) -> SignedReceipt:
+        key = key or self.key
+        commit = self.repo.revparse_single(rev).peel(pygit2.Commit)
+        signing_key = signing.SigningKey(str(key.private), False, "test")
+        fields = dict(signer=self.principal, key_fingerprint=signing.key_fingerprint(signing_key),
+                      trees={p: git(self.root, "rev-parse", f"{commit.id}:{p}") for p in ("src", "tests")},
+                      commit=str(commit.id))
+        fields.update(overrides)
+        receipt = make_receipt(**fields)
+        payload = serialize_payload(receipt)
+        return SignedReceipt(receipt, payload, signing.sign(payload, signing_key))
+
+    def attach(self, rev: str = "HEAD", signed: SignedReceipt | None = None, **overrides) -> SignedReceipt:
+        signed = signed or self.signed(rev, **overrides)
+        commit = str(self.repo.revparse_single(rev).peel(pygit2.Commit).id)
+        NotesStore(self.repo).add(commit, signed)
+        return signed
+
+    def verify(self, rev: str = "HEAD", policy: Policy = POLICY):
+        verifier = Verifier(self.repo, policy, load_trust(self.repo, policy))
+        return verifier.verify(self.repo.revparse_single(rev).peel(pygit2.Commit))
+
+
+@pytest.fixture
+def project(repo: Path, keygen) -> Project:
+    return Project(repo, keygen("ed25519"))
+
+
+def test_valid_receipt_validates_its_commit(project):
+    project.attach()
+    verdict = project.verify()
+    assert verdict.state == VALIDATED and verdict.ok
+    assert verdict.receipt.signed.receipt.signer == "alice@example.com"
+
+
+def test_no_receipt_is_unvalidated(project):
+    verdict = project.verify()
+    assert verdict.state == UNVALIDATED
+    assert [r.code for r in verdict.reasons] == ["no-receipt"]
+
+
+def test_docs_only_commit_stays_validated(project):
+    validated = project.attach()
+    write_files(project.root, {"README.md": "more docs\n"})
+    commit_all(project.root, "docs")
+    verdict = project.verify()
+    assert verdict.state == UNCHANGED and verdict.receipt.signed == validated
+
+
+def test_change_under_fingerprint_paths_unvalidates_and_names_the_file(project):
+    project.attach()
+    write_files(project.root, {"src/kernels.py": "def add(a, b):\n    return b + a\n"})
+    commit_all(project.root, "kernel change")
+    verdict = project.verify()
+    assert verdict.state == UNVALIDATED
+    [reason] = verdict.reasons
+    assert reason.code == "fingerprint-changed" and "src/kernels.py" in reason.message
+
+
+def test_change_then_revert_is_validated_again_by_content(project):
+    project.attach()
+    original = (project.root / "src" / "kernels.py").read_text()
+    write_files(project.root, {"src/kernels.py": "broken\n"})
+    commit_all(project.root, "break")
+    assert not project.verify().ok
+    write_files(project.root, {"src/kernels.py": original})
+    commit_all(project.root, "revert")
+    # The old receipt sits behind a changed commit, so it is not found by the walk...
+    assert not project.verify().ok
+    # ...but a receipt copied onto the reverted commit (as notes.rewriteRef would) validates it.
+    project.attach("HEAD", project.signed("HEAD~2"))
+    assert project.verify().state == VALIDATED
+
+
+def test_receipt_copied_to_different_code_never_validates_it(project):
+    signed = project.attach()
+    write_files(project.root, {"tests/test_more.py": "def test_x(): pass\n"})
+    commit_all(project.root, "more tests")
+    project.attach("HEAD", signed)
+    verdict = project.verify()
+    assert verdict.state == UNVALIDATED
+    assert any(r.code == "fingerprint-changed" and "tests/test_more.py" in r.message for r in verdict.reasons)
+
+
+def test_failed_run_is_recorded_but_never_validates(project):
+    project.attach(tests=[TestResult("tests/t.py::a", "passed", 0.1), TestResult("tests/t.py::b", "failed", 0.2)])
+    verdict = project.verify()
+    assert verdict.state == UNVALIDATED
+    assert any(r.code == "tests-failed" and "tests/t.py::b" in r.message for r in verdict.reasons)
+
+
+def test_signer_not_in_allowed_signers(project, keygen):
+    stranger = keygen("ed25519", "stranger")
+    project.attach(key=stranger)
+    verdict = project.verify()
+    assert verdict.state == UNVALIDATED
+    assert [r.code for r in verdict.reasons] == ["signer-not-allowed"]
+
+
+def test_principal_must_match_the_key(project):
+    project.attach(signer="mallory@example.com")
+    verdict = project.verify()
+    assert [r.code for r in verdict.reasons] == ["signer-not-allowed"]
+
+
+def test_key_fingerprint_in_receipt_must_be_the_signing_key(project, keygen):
+    other = keygen("ed25519", "other")
+    project.trust_key(other, "alice@example.com")
+    project.attach(key=other, key_fingerprint=project.key.fingerprint)
+    verdict = project.verify()
+    assert [r.code for r in verdict.reasons] == ["bad-signature"]
+    assert "was signed by" in verdict.reasons[0].message
+
+
+def test_every_byte_of_the_receipt_is_protected(project):
+    signed = project.attach()
+    commit = str(project.repo.head.target)
+    text = signed.text.encode()
+    positions = sorted(set(range(0, len(text), max(1, len(text) // 60))) | {len(text) - 40})
+    for position in positions:
+        if text[position:position + 1] in (b"\n",):
+            continue
+        tampered = bytearray(text)
+        tampered[position] = ord("X") if tampered[position] != ord("X") else ord("Y")
+        git(project.root, "notes", "--ref=gpu-proof", "add", "-f", "-F", "-", commit,
+            input=tampered.decode("utf-8", errors="replace"))
+        assert not project.verify().ok, f"tampering at byte {position} went unnoticed"
+
+
+def test_garbage_note_entries_are_reported_and_good_receipts_still_count(project):
+    good = project.signed()
+    commit = str(project.repo.head.target)
+    git(project.root, "notes", "--ref=gpu-proof", "add", "-F", "-", commit,
+        input="total garbage\n\n" + good.text)
+    verifier = open_verifier(project.repo, POLICY)
+    verdicts = verifier.receipts_on(project.repo.head.peel())
+    assert [v.ok for v in verdicts] == [False, True]
+    assert verdicts[0].failures[0].code == "malformed"
+    assert project.verify().ok
+
+
+def test_merge_commit_with_unchanged_gpu_paths_is_validated_through_its_parent(project):
+    project.attach()
+    git(project.root, "checkout", "-q", "-b", "side")
+    write_files(project.root, {"docs.md": "side docs\n"})
+    commit_all(project.root, "side docs")
+    git(project.root, "checkout", "-q", "main")
+    write_files(project.root, {"CHANGELOG": "x\n"})
+    commit_all(project.root, "changelog")
+    git(project.root, "merge", "-q", "--no-edit", "side")
+    assert project.verify().state == UNCHANGED
+
+
+def test_policy_paths_decide_what_counts(project):
+    project.attach()
+    write_files(project.root, {"tests/test_new.py": "def test_y(): pass\n"})
+    commit_all(project.root, "tests only")
+    assert not project.verify().ok
+    src_only = replace(POLICY, fingerprint_paths=["src"])
+    assert project.verify(policy=src_only).state == UNCHANGED
+
+
+def test_missing_allowed_signers_is_a_configuration_error(repo: Path):
+    r = pygit2.Repository(str(repo))
+    with pytest.raises(TrustError, match="allowed_signers"):
+        load_trust(r, Policy())
+    with pytest.raises(TrustError, match="does not exist"):
+        load_trust(r, Policy(allowed_signers="nope/allowed_signers"))
+
+
+def test_git_config_allowed_signers_and_missing_revocation_file(project):
+    git(project.root, "config", "gpg.ssh.allowedSignersFile", str(project.root / ".gpu-proof" / "allowed_signers"))
+    project.attach()
+    assert project.verify(policy=Policy()).ok
+    git(project.root, "config", "gpg.ssh.revocationFile", str(project.root / "missing.krl"))
+    with pytest.raises(TrustError, match="missing.krl"):
+        project.verify(policy=Policy())
+
+
+def test_revoked_key_no_longer_validates(project):
+    project.attach()
+    revoked = project.root / "revoked_keys"
+    revoked.write_text(project.key.public_line + "\n")
+    git(project.root, "config", "gpg.ssh.revocationFile", str(revoked))
+    verdict = project.verify()
+    assert verdict.state == UNVALIDATED and "revoked" in verdict.reasons[0].message
