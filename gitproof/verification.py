@@ -54,6 +54,11 @@ class Trust:
         self.now = now or datetime.now(timezone.utc)
         self._cache: dict[str, Failure | None] = {}
 
+    @property
+    def warnings(self) -> list[str]:
+        """Lines of the trust files that were skipped, as ssh-keygen would skip them."""
+        return [f"allowed_signers line skipped: {error}" for error in self.signers.errors]
+
     def failure(self, signed: SignedReceipt) -> Failure | None:
         key = signed.identity
         if key not in self._cache:
@@ -292,6 +297,7 @@ class NoTrust:
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
+        self.warnings = [f"receipts not verified: {reason}"]
 
     def failure(self, signed: SignedReceipt) -> Failure | None:
         return Failure("no-trust", f"signature not checked: {self.reason}")

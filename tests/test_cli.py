@@ -97,8 +97,18 @@ def test_configuration_and_usage_errors_exit_2_without_traceback(project, setup,
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_outside_a_repository(tmp_path):
-    result = gp(tmp_path, "verify")
+def test_unparsable_allowed_signers_line_is_warned_about_and_skipped(project):
+    assert gp(project, "run").returncode == 0
+    signers = project / ".gpu-proof" / "allowed_signers"
+    signers.write_text("broken@example.com ssh-ed25519 not-base64!\n" + signers.read_text())
+    result = gp(project, "verify")
+    assert result.returncode == 0
+    assert "warning: allowed_signers line skipped" in result.stderr and ":1:" in result.stderr
+
+
+@pytest.mark.parametrize("sub", ["run", "verify", "show", "log", "status"])
+def test_outside_a_repository(tmp_path, sub):
+    result = gp(tmp_path, sub)
     assert result.returncode == 2 and "not inside a git repository" in result.stderr
 
 

@@ -58,6 +58,11 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
         fail(f"unknown revision {rev!r}")
 
 
+def warn_about_trust(verifier) -> None:
+    for warning in verifier.trust.warnings:
+        typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, err=True)
+
+
 def short(commit_id: str) -> str:
     return commit_id[:10]
 

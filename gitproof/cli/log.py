@@ -6,7 +6,7 @@ from typing import Optional
 import pygit2
 import typer
 
-from gitproof.cli.common import emit_json, errors_as_exit, fail, open_repo, resolve_commit
+from gitproof.cli.common import emit_json, errors_as_exit, fail, open_repo, resolve_commit, warn_about_trust
 from gitproof.cli.describe import commit_line
 from gitproof.verification import open_verifier
 
@@ -38,6 +38,7 @@ def command(
     commits = commits_in(repo, range_, max_count)
     with errors_as_exit():
         verifier = open_verifier(repo)
+        warn_about_trust(verifier)
         # Oldest first, so each commit can reuse its parent's verdict.
         verdicts = {c.id: verifier.verify(c) for c in reversed(commits)}
     if as_json:

@@ -5,7 +5,7 @@ import sys
 
 import typer
 
-from gitproof.cli.common import emit_json, errors_as_exit, open_repo, resolve_commit, short
+from gitproof.cli.common import emit_json, errors_as_exit, open_repo, resolve_commit, short, warn_about_trust
 from gitproof.cli.describe import receipt_block
 from gitproof.verification import open_verifier
 
@@ -20,6 +20,7 @@ def command(
     commit = resolve_commit(repo, rev)
     with errors_as_exit():
         verifier = open_verifier(repo, require_trust=False)
+        warn_about_trust(verifier)
         if raw:
             text = verifier.notes.note_text(str(commit.id))
             if text is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from gitproof.cli.common import emit_json, errors_as_exit, open_repo, short, styled
+from gitproof.cli.common import emit_json, errors_as_exit, open_repo, short, styled, warn_about_trust
 from gitproof.cli.describe import commit_line
 from gitproof.fingerprint import worktree_state
 from gitproof.notes import PendingStore
@@ -19,6 +19,7 @@ def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable
         raise typer.Exit(2)
     with errors_as_exit():
         verifier = open_verifier(repo, require_trust=False)
+        warn_about_trust(verifier)
         paths = verifier.policy.fingerprint_paths
         state = worktree_state(repo, paths)
         head = verifier.verify(repo.head.peel())

@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from gitproof.cli.common import (EXIT_OK, EXIT_UNVALIDATED, emit_json, errors_as_exit,
-                                 open_repo, resolve_commit)
+                                 open_repo, resolve_commit, warn_about_trust)
 from gitproof.cli.describe import commit_line
 from gitproof.verification import open_verifier
 
@@ -24,6 +24,7 @@ def command(
     commits = [(rev, resolve_commit(repo, rev)) for rev in revs]
     with errors_as_exit():
         verifier = open_verifier(repo)
+        warn_about_trust(verifier)
         verdicts = [(rev, verifier.verify(commit), commit) for rev, commit in commits]
     ok = all(v.ok for _, v, _ in verdicts)
     if as_json:
