@@ -70,12 +70,19 @@ class Trust:
         decision = verify_signed_payload(signed.payload, signed.signature, receipt.signer,
                                          self.signers, self.revoked, NAMESPACE, self.now)
         if not decision.allowed:
-            code = "bad-signature" if "signature" in decision.reason else "signer-not-allowed"
-            return Failure(code, decision.reason)
+            return Failure(_signature_failure_code(decision.reason), decision.reason)
         if decision.fingerprint and decision.fingerprint != receipt.key_fingerprint:
             return Failure("bad-signature", f"receipt names key {receipt.key_fingerprint} "
                                             f"but was signed by {decision.fingerprint}")
         return None
+
+
+def _signature_failure_code(reason: str) -> str:
+    if reason.startswith("key revoked"):
+        return "key-revoked"
+    if reason.startswith("signer not allowed"):
+        return "signer-not-allowed"
+    return "bad-signature"
 
 
 def _config_path(repo: pygit2.Repository, name: str) -> Path | None:

@@ -132,6 +132,14 @@ def test_signer_not_in_allowed_signers(project, keygen):
     assert [r.code for r in verdict.reasons] == ["signer-not-allowed"]
 
 
+def test_garbage_signature_is_a_bad_signature(project):
+    good = project.signed()
+    broken = type(good)(good.receipt, good.payload,
+                        "-----BEGIN SSH SIGNATURE-----\nnot base64 at all!\n-----END SSH SIGNATURE-----\n")
+    project.attach(signed=broken)
+    assert [r.code for r in project.verify().reasons] == ["bad-signature"]
+
+
 def test_principal_must_match_the_key(project):
     project.attach(signer="mallory@example.com")
     verdict = project.verify()
@@ -219,3 +227,4 @@ def test_revoked_key_no_longer_validates(project):
     git(project.root, "config", "gpg.ssh.revocationFile", str(revoked))
     verdict = project.verify()
     assert verdict.state == UNVALIDATED and "revoked" in verdict.reasons[0].message
+    assert verdict.reasons[0].code == "key-revoked"
