@@ -7,7 +7,9 @@ leaves the ref exactly as it was: only unreferenced objects remain.
 """
 from __future__ import annotations
 
+import random
 import re
+import time
 from dataclasses import dataclass
 
 import pygit2
@@ -17,7 +19,9 @@ from gitproof.receipt import NoteEntry, SignedReceipt, join_note, parse_note
 NOTES_REF = "refs/notes/gpu-proof"
 PENDING_PREFIX = "refs/gpu-proof/pending/"
 _HEX_NAME = re.compile(r"^[0-9a-f]+$")
-_MAX_RETRIES = 20
+_MAX_RETRIES = 50
+# libgit2's words for "another writer holds the ref lock".
+_LOST_RACE = ("failed to lock", "locked", "already exists")
 
 
 class NotesError(Exception):
@@ -39,6 +43,7 @@ class NotesStore:
         self.ref = ref
         self._index: dict[str, tuple[str, str]] | None = None
         self._index_tip: str | None = None
+        self._parsed: dict[str, list[NoteEntry]] = {}
 
     # -- reading -------------------------------------------------------------
 
@@ -68,8 +73,14 @@ class NotesStore:
         return data.decode("utf-8", errors="replace")
 
     def entries(self, commit_id: str) -> list[NoteEntry]:
-        text = self.note_text(commit_id)
-        return parse_note(text) if text else []
+        """Parsed receipts on a commit; parsed once per note blob."""
+        entry = self.index().get(commit_id)
+        if entry is None:
+            return []
+        blob_id = entry[0]
+        if blob_id not in self._parsed:
+            self._parsed[blob_id] = parse_note(self.repo[blob_id].data.decode("utf-8", errors="replace"))
+        return self._parsed[blob_id]
 
     # -- writing -------------------------------------------------------------
 
@@ -89,16 +100,37 @@ class NotesStore:
         raise NotesError(f"{self.ref} kept changing under us; try again")
 
     def _commit(self, tip: pygit2.Commit | None, tree: pygit2.Oid, message: str) -> bool:
+        """Move the ref to a new notes commit only if it still points at ``tip``.
+
+        The check and the update happen under git's own ref lock
+        (``<ref>.lock``), so no concurrent writer, gitproof or git, is lost.
+        """
         sig = _signature(self.repo)
-        parents = [tip.id] if tip else []
+        expected = tip.id if tip else None
+        new = self.repo.create_commit(None, sig, sig, message + "\n", tree, [expected] if expected else [])
         try:
-            self.repo.create_commit(self.ref, sig, sig, message + "\n", tree, parents)
+            with self.repo.transaction() as txn:
+                txn.lock_ref(self.ref)
+                if self._current_target() != expected:
+                    raise _LostRace
+                txn.set_target(self.ref, new, message=message)
+        except _LostRace:
+            return False
         except pygit2.GitError as exc:
-            if "current tip is not the first parent" in str(exc) or "already exists" in str(exc):
+            if any(sign in str(exc) for sign in _LOST_RACE):
+                time.sleep(random.uniform(0.001, 0.02))  # the lock is held by another writer
                 return False
             raise NotesError(f"cannot update {self.ref}: {exc}") from exc
         self._index = None
         return True
+
+    def _current_target(self) -> pygit2.Oid | None:
+        ref = self.repo.references.get(self.ref)
+        return ref.target if ref is not None else None
+
+
+class _LostRace(Exception):
+    """Another writer moved the notes ref between our read and our update."""
 
 
 def _existing_note(repo: pygit2.Repository, tip: pygit2.Commit | None,

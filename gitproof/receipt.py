@@ -24,6 +24,8 @@ VERDICTS = ("passed", "failed")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _HEX40_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _ESCAPE_RE = re.compile(r"%[0-9A-F]{2}")
+_NEEDS_ESCAPE_RE = re.compile(r"[%\x00-\x1f\x7f]")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -39,6 +41,8 @@ def escape(value: str) -> str:
     ``%``, control characters, DEL and leading/trailing spaces become ``%XX``
     (uppercase hex of the UTF-8 byte); everything else stays as it is.
     """
+    if not _NEEDS_ESCAPE_RE.search(value) and not value.startswith(" ") and not value.endswith(" "):
+        return value
     out = []
     last = len(value) - 1
     for i, ch in enumerate(value):
@@ -52,6 +56,10 @@ def escape(value: str) -> str:
 
 def unescape(text: str) -> str:
     """Strict inverse of :func:`escape`: non-canonical input is an error."""
+    if "%" not in text:
+        if escape(text) != text:
+            raise ReceiptFormatError(f"value is not canonically escaped: {text!r}")
+        return text
     pieces = []
     pos = 0
     raw = bytearray()
@@ -286,7 +294,7 @@ def _split_line(line: str, lineno: int) -> tuple[str, str]:
     key, sep, value = line.partition(": ")
     if not sep or not _KEY_RE.match(key):
         raise ReceiptFormatError(f"line {lineno}: expected 'key: value', got {line!r}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line):
+    if _CONTROL_RE.search(line):
         raise ReceiptFormatError(f"line {lineno}: control character in line")
     return key, value
 
