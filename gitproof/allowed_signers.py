@@ -69,9 +69,14 @@ class AllowedSignersError(Exception):
 
 @dataclass(frozen=True)
 class SignerDecision:
+    """``code`` is ``ok``, ``bad-signature`` (unreadable, or not made over this
+    payload in this namespace), ``key-revoked`` or ``signer-not-allowed`` (no
+    matching allowed_signers entry, or the entry or certificate forbids it now)."""
+
     allowed: bool
     reason: str
     fingerprint: str
+    code: str = "ok"
 
 
 @dataclass
@@ -424,10 +429,10 @@ class AllowedSigners:
             problem = problem or _line_restriction(signer, namespace, stamp)
             if problem is None:
                 reason = f"good signature for {principal} with key {fingerprint} ({self.source}:{signer.line})"
-                return SignerDecision(True, reason, fingerprint)
+                return SignerDecision(True, reason, fingerprint, "ok")
             failures.append(f"{problem} [{self.source}:{signer.line}]")
         return SignerDecision(False, self._refusal(principal, fingerprint, failures, other_principals),
-                              fingerprint)
+                              fingerprint, "signer-not-allowed")
 
     @staticmethod
     def _certificate_problem(sig: SshSignature, principal: str, stamp: int) -> str | None:
@@ -526,7 +531,7 @@ def verify_signed_payload(payload: bytes, armored: str, principal: str, signers:
     try:
         sig = parse_signature(armored)
     except SignatureError as exc:
-        return SignerDecision(False, str(exc), "")
+        return SignerDecision(False, str(exc), "", "bad-signature")
     fingerprint = sig.fingerprint
     if revoked is not None and revoked.is_krl:
         return _ssh_keygen_decision(payload, sig, principal, signers, revoked, namespace, now)
@@ -535,10 +540,10 @@ def verify_signed_payload(payload: bytes, armored: str, principal: str, signers:
     except UnsupportedKeyType:
         return _ssh_keygen_decision(payload, sig, principal, signers, revoked, namespace, now)
     except SignatureError as exc:
-        return SignerDecision(False, str(exc), fingerprint)
+        return SignerDecision(False, str(exc), fingerprint, "bad-signature")
     revocation = revoked.revocation_reason(sig) if revoked is not None else None
     if revocation is not None:
-        return SignerDecision(False, revocation, fingerprint)
+        return SignerDecision(False, revocation, fingerprint, "key-revoked")
     return signers.check(sig, principal, namespace, now)
 
 
@@ -558,4 +563,15 @@ def _ssh_keygen_decision(payload: bytes, sig: SshSignature, principal: str, sign
     lines = [line for line in output.splitlines() if line.strip()]
     summary = lines[-1] if ok and lines else "; ".join(lines) or "no output"
     prefix = "verified by ssh-keygen" if ok else "ssh-keygen rejected the signature"
-    return SignerDecision(ok, f"{prefix}: {summary}", sig.fingerprint)
+    return SignerDecision(ok, f"{prefix}: {summary}", sig.fingerprint, _ssh_keygen_code(ok, output))
+
+
+def _ssh_keygen_code(ok: bool, output: str) -> str:
+    if ok:
+        return "ok"
+    lowered = output.lower()
+    if "revoked" in lowered:
+        return "key-revoked"
+    if "verification failed" in lowered or "incorrect signature" in lowered or "couldn't verify" in lowered:
+        return "bad-signature"
+    return "signer-not-allowed"

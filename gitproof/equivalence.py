@@ -23,8 +23,26 @@ class CheckResult:
             if value is not None:
                 record[key] = value if math.isfinite(value) else repr(value)
         if self.metadata:
-            record["metadata"] = self.metadata
+            record["metadata"] = jsonable(self.metadata)
         return record
+
+
+def jsonable(value: Any) -> Any:
+    """Make user-supplied metadata fit the receipt's strict JSON (no NaN, no objects)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if hasattr(value, "item"):  # NumPy and framework scalars
+        try:
+            return jsonable(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
 
 
 def to_host(value: Any) -> Any:

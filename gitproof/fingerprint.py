@@ -74,19 +74,31 @@ def worktree_state(repo: pygit2.Repository, paths: list[str]) -> WorktreeState:
     head = repo.head.peel(pygit2.Commit)
     head_trees = commit_trees(repo, head, paths)
     status = repo.status(untracked_files="all", ignored=False)
+    caches = [p for p, f in status.items() if f & pygit2.enums.FileStatus.WT_NEW and _is_bytecode_cache(p)]
+    for path in caches:
+        del status[path]
     changed = sorted(p for p, flags in status.items() if _under(p, paths) and not _only_ignored(flags))
     dirty_outside = any(not _under(p, paths) for p in status)
     if not changed:
         return WorktreeState(head_trees, head_trees, [], dirty_outside)
     deleted = [p for p in changed if status[p] & pygit2.enums.FileStatus.WT_DELETED]
-    return WorktreeState(_staged_trees(repo, paths, deleted), head_trees, changed, dirty_outside)
+    leave_out = deleted + [p for p in caches if _under(p, paths)]
+    return WorktreeState(_staged_trees(repo, paths, leave_out), head_trees, changed, dirty_outside)
+
+
+def _is_bytecode_cache(path: str) -> bool:
+    """Python's caches, which the test run itself writes: never part of the code.
+
+    Only untracked ones are skipped, as if they were in .gitignore."""
+    parts = path.split("/")
+    return "__pycache__" in parts or ".pytest_cache" in parts or path.endswith((".pyc", ".pyo"))
 
 
 def _only_ignored(flags: int) -> bool:
     return flags == pygit2.enums.FileStatus.IGNORED
 
 
-def _staged_trees(repo: pygit2.Repository, paths: list[str], deleted: list[str]) -> Trees:
+def _staged_trees(repo: pygit2.Repository, paths: list[str], leave_out: list[str]) -> Trees:
     """Trees of ``paths`` if everything there were added now.
 
     Stages into the in-memory index only and rereads the index file
@@ -95,7 +107,7 @@ def _staged_trees(repo: pygit2.Repository, paths: list[str], deleted: list[str])
     index = repo.index
     try:
         index.add_all(paths)
-        for path in deleted:  # add_all usually drops these already; make sure
+        for path in leave_out:  # deleted files (add_all usually drops them) and caches
             if path in index:
                 index.remove(path)
         root = repo[index.write_tree()]

@@ -164,6 +164,9 @@ class Recorder:
         except KeyboardInterrupt:
             self.error = "interrupted while signing; no receipt recorded, notes untouched"
             session.exitstatus = pytest.ExitCode.INTERRUPTED
+        except Exception as exc:  # a bug must not cost the user their test output
+            self.error = f"internal error while recording ({exc!r}); no receipt recorded"
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.error:

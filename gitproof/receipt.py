@@ -125,8 +125,12 @@ class Receipt:
 
     @property
     def verdict(self) -> str:
-        """``passed`` only when pytest succeeded, something ran and nothing failed."""
-        ok = self.exit_status == 0 and self.tests and not any(t.failing for t in self.tests)
+        """``passed`` only when pytest succeeded, at least one test passed and none failed.
+
+        A run in which everything was skipped proves nothing, so it does not pass.
+        """
+        ok = (self.exit_status == 0 and any(t.outcome == "passed" for t in self.tests)
+              and not any(t.failing for t in self.tests))
         return "passed" if ok else "failed"
 
     def with_signer(self, signer: str, key_fingerprint: str) -> "Receipt":

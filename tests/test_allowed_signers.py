@@ -319,7 +319,7 @@ def test_verify_signed_payload_reasons(alice: Key, alice_sig: str, tmp_path: Pat
 def test_garbage_never_raises(alice: Key, garbage: str) -> None:
     signers = AllowedSigners.from_text(f"{ALICE} {alice.public_line}")
     decision = verify_signed_payload(PAYLOAD, garbage, ALICE, signers)
-    assert decision == SignerDecision(False, decision.reason, "") and decision.reason
+    assert decision == SignerDecision(False, decision.reason, "", "bad-signature") and decision.reason
 
 
 def test_mutated_signatures_never_raise_or_pass(keygen, tmp_path: Path) -> None:

@@ -33,6 +33,19 @@ def test_dirty_tree_fingerprint_is_what_a_commit_would_record(repo: Path):
     assert state.trees == {p: git(repo, "rev-parse", f"HEAD:{p}") for p in PATHS}
 
 
+def test_untracked_bytecode_caches_are_not_code(repo: Path):
+    write_files(repo, {"tests/__pycache__/test_kernels.cpython-311.pyc": "bytecode",
+                       "src/.pytest_cache/v/x": "cache", "src/stray.pyc": "bytecode"})
+    state = worktree_state(pygit2.Repository(str(repo)), PATHS)
+    assert state.matches_head and state.changed_paths == []
+    write_files(repo, {"src/new.py": "y = 1\n"})
+    state = worktree_state(pygit2.Repository(str(repo)), PATHS)
+    assert state.changed_paths == ["src/new.py"]
+    git(repo, "add", "src/new.py")
+    git(repo, "commit", "-qm", "new file only")
+    assert state.trees["src"] == git(repo, "rev-parse", "HEAD:src")
+
+
 def test_deleted_file_changes_the_fingerprint(repo: Path):
     (repo / "src" / "kernels.py").unlink()
     (repo / "src" / "other.py").write_text("y = 2\n")

@@ -252,6 +252,29 @@ def test_gpu_proof_check_records_errors_and_fails_on_mismatch(pytester, project)
     assert not checks["shape"]["ok"]
 
 
+def test_unencodable_check_metadata_is_recorded_as_text(pytester, project):
+    (project / "tests" / "test_gpu.py").write_text(
+        "import pytest\n\n"
+        "class Scalar:  # behaves like a NumPy scalar\n"
+        "    def item(self): return 2.5\n\n"
+        "@pytest.mark.gpu_proof\ndef test_meta(gpu_proof_check):\n"
+        "    gpu_proof_check('m', lambda: 1, lambda: 1,\n"
+        "                    metadata={'nan': float('nan'), 'np': Scalar(), 'obj': object})\n")
+    commit_all(project, "metadata")
+    assert pytester.runpytest("--gpu-proof").ret == 0
+    [entry] = notes(project)
+    meta = entry.signed.receipt.checks[0]["metadata"]
+    assert meta["nan"] == "nan" and meta["np"] == 2.5 and meta["obj"] == "<class 'object'>"
+
+
+def test_runs_without_a_gitignore_for_bytecode(pytester, project):
+    (project / ".gitignore").unlink()
+    commit_all(project, "no ignore file")
+    result = pytester.runpytest("--gpu-proof", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()
+    assert len(notes(project)) == 1
+
+
 def test_plugin_is_inert_without_the_option(pytester, project):
     result = pytester.runpytest()
     result.assert_outcomes(passed=2)

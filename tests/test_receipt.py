@@ -45,6 +45,8 @@ def test_verdict_failed_when_any_test_fails_or_errors_or_pytest_failed():
     assert failing.verdict == "failed"
     assert make_receipt(exit_status=1).verdict == "failed"
     assert make_receipt(tests=[]).verdict == "failed"
+    assert make_receipt(tests=[TestResult("t::a", "skipped", 0)]).verdict == "failed"
+    assert make_receipt(tests=[TestResult("t::a", "passed", 0), TestResult("t::b", "skipped", 0)]).verdict == "passed"
     assert make_receipt().verdict == "passed"
 
 

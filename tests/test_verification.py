@@ -22,10 +22,11 @@ POLICY = Policy(allowed_signers=".gpu-proof/allowed_signers")
 class Project:
     """A repository with a trusted key, and a way to attach real signed receipts."""
 
-    def __init__(self, root: Path, key: Key, principal: str = "alice@example.com") -> None:
+    def __init__(self, root: Path, key: Key, principal: str = "alice@example.com",
+                 options: str = 'namespaces="gpu-proof" ') -> None:
         self.root, self.key, self.principal = root, key, principal
         self.repo = pygit2.Repository(str(root))
-        self.trust_key(key, principal)
+        self.trust_key(key, principal, options)
 
     def trust_key(self, key: Key, principal: str, options: str = 'namespaces="gpu-proof" ') -> None:
         path = self.root / ".gpu-proof" / "allowed_signers"
@@ -124,6 +125,12 @@ def test_failed_run_is_recorded_but_never_validates(project):
     assert any(r.code == "tests-failed" and "tests/t.py::b" in r.message for r in verdict.reasons)
 
 
+def test_all_skipped_run_proves_nothing(project):
+    project.attach(tests=[TestResult("tests/t.py::a", "skipped", 0.0)])
+    [reason] = project.verify().reasons
+    assert reason.code == "tests-failed" and "no test passed" in reason.message
+
+
 def test_signer_not_in_allowed_signers(project, keygen):
     stranger = keygen("ed25519", "stranger")
     project.attach(key=stranger)
@@ -138,6 +145,13 @@ def test_garbage_signature_is_a_bad_signature(project):
                         "-----BEGIN SSH SIGNATURE-----\nnot base64 at all!\n-----END SSH SIGNATURE-----\n")
     project.attach(signed=broken)
     assert [r.code for r in project.verify().reasons] == ["bad-signature"]
+
+
+def test_expired_key_is_not_allowed_and_says_why(repo, keygen):
+    project = Project(repo, keygen("ed25519"), options='namespaces="gpu-proof",valid-before="20200101Z" ')
+    project.attach()
+    [reason] = project.verify().reasons
+    assert reason.code == "signer-not-allowed" and "expired" in reason.message
 
 
 def test_principal_must_match_the_key(project):
