@@ -17,7 +17,6 @@ import pygit2
 from gitproof.receipt import NoteEntry, SignedReceipt, join_note, parse_note
 
 NOTES_REF = "refs/notes/gpu-proof"
-PENDING_PREFIX = "refs/gpu-proof/pending/"
 _HEX_NAME = re.compile(r"^[0-9a-f]+$")
 _MAX_RETRIES = 50
 # libgit2's words for "another writer holds the ref lock".
@@ -58,7 +57,7 @@ class NotesStore:
         tip = self.tip()
         tip_id = str(tip.id) if tip else None
         if self._index is None or tip_id != self._index_tip:
-            self._index = _walk_notes_tree(tip.tree, "", "") if tip else {}
+            self._index = walk_notes_tree(tip.tree, "", "") if tip else {}
             self._index_tip = tip_id
         return self._index
 
@@ -93,21 +92,27 @@ class NotesStore:
             if any(e.signed and e.signed.identity == signed.identity for e in parse_note(text)):
                 return False
             path = existing[1] if existing else commit_id
-            new_tree = _tree_with_note(self.repo, tip.tree if tip else None, path,
+            new_tree = tree_with_note(self.repo, tip.tree if tip else None, path,
                                        join_note(text, signed).encode("utf-8"))
-            if self._commit(tip, new_tree, f"gpu-proof: receipt for {commit_id}"):
+            if self.commit_tree(tip, new_tree, f"gpu-proof: receipt for {commit_id}"):
                 return True
         raise NotesError(f"{self.ref} kept changing under us; try again")
 
-    def _commit(self, tip: pygit2.Commit | None, tree: pygit2.Oid, message: str) -> bool:
-        """Move the ref to a new notes commit only if it still points at ``tip``.
+    def commit_tree(self, tip: pygit2.Commit | None, tree: pygit2.Oid, message: str,
+                other_parents: tuple[pygit2.Oid, ...] = ()) -> bool:
+        """Record ``tree`` as a notes commit on top of ``tip``, if the ref is still there."""
+        sig = _signature(self.repo)
+        expected = tip.id if tip else None
+        parents = ([expected] if expected else []) + list(other_parents)
+        new = self.repo.create_commit(None, sig, sig, message + "\n", tree, parents)
+        return self.compare_and_swap(expected, new, message)
+
+    def compare_and_swap(self, expected: pygit2.Oid | None, new: pygit2.Oid, message: str) -> bool:
+        """Point the ref at ``new`` only if it still points at ``expected``.
 
         The check and the update happen under git's own ref lock
         (``<ref>.lock``), so no concurrent writer, gitproof or git, is lost.
         """
-        sig = _signature(self.repo)
-        expected = tip.id if tip else None
-        new = self.repo.create_commit(None, sig, sig, message + "\n", tree, [expected] if expected else [])
         try:
             with self.repo.transaction() as txn:
                 txn.lock_ref(self.ref)
@@ -155,7 +160,7 @@ def _fanout_paths(commit_id: str, max_depth: int = 4) -> list[str]:
     ]
 
 
-def _walk_notes_tree(tree: pygit2.Tree, prefix: str, path: str) -> dict[str, tuple[str, str]]:
+def walk_notes_tree(tree: pygit2.Tree, prefix: str, path: str) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     for entry in tree:
         name = entry.name
@@ -164,13 +169,13 @@ def _walk_notes_tree(tree: pygit2.Tree, prefix: str, path: str) -> dict[str, tup
         full = prefix + name
         entry_path = f"{path}{name}"
         if entry.type_str == "tree" and len(name) == 2 and len(full) < 40:
-            found.update(_walk_notes_tree(entry, full, entry_path + "/"))
+            found.update(walk_notes_tree(entry, full, entry_path + "/"))
         elif entry.type_str == "blob" and len(full) in (40, 64):
             found[full] = (str(entry.id), entry_path)
     return found
 
 
-def _tree_with_note(repo: pygit2.Repository, root: pygit2.Tree | None, path: str,
+def tree_with_note(repo: pygit2.Repository, root: pygit2.Tree | None, path: str,
                     data: bytes) -> pygit2.Oid:
     blob = repo.create_blob(data)
     return _insert(repo, root, path.split("/"), blob)
@@ -185,43 +190,3 @@ def _insert(repo: pygit2.Repository, tree: pygit2.Tree | None, parts: list[str],
         sub = tree[parts[0]] if tree is not None and parts[0] in tree else None
         builder.insert(parts[0], _insert(repo, sub, parts[1:], blob), pygit2.enums.FileMode.TREE)
     return builder.write()
-
-
-# -- pending receipts: runs on uncommitted content -------------------------------
-
-@dataclass(frozen=True)
-class PendingReceipt:
-    ref: str
-    signed: SignedReceipt
-
-
-class PendingStore:
-    """Receipts whose code is not committed yet, one ref per receipt blob.
-
-    Refs survive restarts and keep the blob safe from gc; they live outside
-    refs/heads and refs/notes so an ordinary push never sends them.
-    """
-
-    def __init__(self, repo: pygit2.Repository) -> None:
-        self.repo = repo
-
-    def add(self, signed: SignedReceipt) -> str:
-        blob = self.repo.create_blob(signed.text.encode("utf-8"))
-        ref = f"{PENDING_PREFIX}{blob}"
-        if ref not in self.repo.references:
-            self.repo.references.create(ref, blob)
-        return ref
-
-    def list(self) -> list[PendingReceipt]:
-        pending = []
-        for ref in self.repo.references:
-            if not ref.startswith(PENDING_PREFIX):
-                continue
-            blob = self.repo.references[ref].target
-            for entry in parse_note(self.repo[blob].data.decode("utf-8", errors="replace")):
-                if entry.signed:
-                    pending.append(PendingReceipt(ref, entry.signed))
-        return pending
-
-    def remove(self, ref: str) -> None:
-        self.repo.references.delete(ref)

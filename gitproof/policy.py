@@ -30,6 +30,8 @@ class Policy:
     required_marker: str = DEFAULT_MARKER
     allowed_signers: str | None = None
     include_gpu_uuid: bool = True
+    push_check: str = "tip"
+    push_refs: list[str] = field(default_factory=lambda: ["refs/heads/*"])
     source: str = "defaults"
 
     @property
@@ -43,7 +45,10 @@ _TYPES: dict[str, type] = {
     "required_marker": str,
     "allowed_signers": str,
     "include_gpu_uuid": bool,
+    "push_check": str,
+    "push_refs": list,
 }
+PUSH_CHECKS = ("tip", "every")
 
 
 def policy_from_table(table: dict[str, Any], source: str) -> Policy:
@@ -57,6 +62,12 @@ def policy_from_table(table: dict[str, Any], source: str) -> Policy:
             raise PolicyError(f"{source}: [tool.gpu_proof] {key} must be a "
                               f"{expected.__name__}, not {type(value).__name__}")
     values = dict(table)
+    if values.get("push_check", "tip") not in PUSH_CHECKS:
+        raise PolicyError(f"{source}: [tool.gpu_proof] push_check must be one of "
+                          f"{', '.join(PUSH_CHECKS)}, not {values['push_check']!r}")
+    if not all(isinstance(r, str) and r.startswith("refs/") for r in values.get("push_refs", [])):
+        raise PolicyError(f"{source}: [tool.gpu_proof] push_refs must list ref patterns "
+                          "such as \"refs/heads/*\"")
     if "fingerprint_paths" in values:
         values["fingerprint_paths"] = _paths(values["fingerprint_paths"], source)
     return Policy(**values, source=source)

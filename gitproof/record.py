@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-import pytest
 
 from gitproof import __version__, gpu, signing
 from gitproof.fingerprint import FingerprintError, WorktreeState, require_some_present, worktree_state
-from gitproof.notes import NotesStore, PendingStore
+from gitproof.notes import NotesStore
+from gitproof.pending import PendingStore
 from gitproof.policy import Policy, load_policy
 from gitproof.receipt import Receipt, SignedReceipt, TestResult, parse_payload, serialize_payload
 
@@ -92,6 +92,8 @@ def prepare(start: Path, options: RecordOptions) -> Recording:
 
 
 def environment() -> dict[str, str]:
+    import pytest  # imported here: the CLI's other commands need not pay for pytest
+
     return {
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -88,11 +88,29 @@ def _config_path(repo: pygit2.Repository, name: str) -> Path | None:
     return path
 
 
-def load_trust(repo: pygit2.Repository, policy: Policy, now: datetime | None = None) -> Trust:
-    """Trust roots from [tool.gpu_proof] allowed_signers or gpg.ssh.allowedSignersFile."""
+def load_trust(repo: pygit2.Repository, policy: Policy, now: datetime | None = None,
+               trust_rev: str | None = None) -> Trust:
+    """Trust roots from [tool.gpu_proof] allowed_signers or gpg.ssh.allowedSignersFile.
+
+    With ``trust_rev`` the policy's allowed_signers file is read from that
+    revision's objects, not from the working tree, so the code under review
+    cannot add its own key.
+    """
+    try:
+        if policy.allowed_signers and trust_rev:
+            signers = _signers_at(repo, trust_rev, policy.allowed_signers)
+        else:
+            signers = AllowedSigners.from_file(_signers_path(repo, policy))
+        revocation = _config_path(repo, "gpg.ssh.revocationFile")
+        revoked = RevokedKeys.from_file(revocation) if revocation else None
+    except (AllowedSignersError, OSError) as exc:
+        raise TrustError(str(exc)) from exc
+    return Trust(signers, revoked, now)
+
+
+def _signers_path(repo: pygit2.Repository, policy: Policy) -> Path:
     if policy.allowed_signers:
-        base = Path(repo.workdir or repo.path)
-        path = base / policy.allowed_signers
+        path = Path(repo.workdir or repo.path) / policy.allowed_signers
         origin = f"[tool.gpu_proof] allowed_signers ({policy.allowed_signers})"
     else:
         path = _config_path(repo, "gpg.ssh.allowedSignersFile")
@@ -103,13 +121,18 @@ def load_trust(repo: pygit2.Repository, policy: Policy, now: datetime | None = N
                          "git config gpg.ssh.allowedSignersFile")
     if not path.is_file():
         raise TrustError(f"allowed signers file {path} (from {origin}) does not exist")
+    return path
+
+
+def _signers_at(repo: pygit2.Repository, rev: str, path: str) -> AllowedSigners:
     try:
-        signers = AllowedSigners.from_file(path)
-        revocation = _config_path(repo, "gpg.ssh.revocationFile")
-        revoked = RevokedKeys.from_file(revocation) if revocation else None
-    except (AllowedSignersError, OSError) as exc:
-        raise TrustError(str(exc)) from exc
-    return Trust(signers, revoked, now)
+        commit = repo.revparse_single(rev).peel(pygit2.Commit)
+        blob = commit.tree[path]
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise TrustError(f"allowed signers file {path} does not exist at trusted revision {rev}") from exc
+    if not isinstance(blob, pygit2.Blob):
+        raise TrustError(f"{rev}:{path} is not a file")
+    return AllowedSigners.from_text(blob.data.decode("utf-8", errors="surrogateescape"), f"{rev}:{path}")
 
 
 # -- receipt checks -----------------------------------------------------------------
@@ -303,15 +326,18 @@ class NoTrust:
 
 
 def open_verifier(repo: pygit2.Repository, policy: Policy | None = None,
-                  require_trust: bool = True, now: datetime | None = None) -> Verifier:
+                  require_trust: bool = True, now: datetime | None = None,
+                  trust_rev: str | None = None) -> Verifier:
     """A verifier for the repository's policy and configured trust roots.
 
-    With ``require_trust=False`` a missing allowed_signers file does not
-    stop the caller; every receipt is then reported as unverified.
+    ``trust_rev`` reads both the policy and the allowed_signers file from that
+    revision (e.g. ``origin/main``) instead of the working tree. With
+    ``require_trust=False`` missing trust roots do not stop the caller; every
+    receipt is then reported as unverified.
     """
-    policy = policy or load_policy(repo)
+    policy = policy or load_policy(repo, trust_rev)
     try:
-        trust: Trust | NoTrust = load_trust(repo, policy, now)
+        trust: Trust | NoTrust = load_trust(repo, policy, now, trust_rev)
     except TrustError as exc:
         if require_trust:
             raise

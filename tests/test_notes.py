@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pygit2
 
-from gitproof.notes import NOTES_REF, NotesStore, PendingStore
+from gitproof.notes import NOTES_REF, NotesStore
 from gitproof.receipt import SignedReceipt, serialize_payload
 from tests.factories import make_receipt
 from tests.helpers import git
@@ -85,12 +85,3 @@ def test_concurrent_writers_never_lose_a_receipt(repo: Path):
     # One linear history: every write sits on top of the one before it.
     assert git(repo, "rev-list", "--count", NOTES_REF) == "64"
     assert git(repo, "rev-list", "--merges", NOTES_REF) == ""
-
-
-def test_pending_receipts_survive_a_fresh_repository_object(repo: Path):
-    ref = PendingStore(pygit2.Repository(str(repo))).add(signed())
-    pending = PendingStore(pygit2.Repository(str(repo))).list()
-    assert [p.ref for p in pending] == [ref]
-    assert pending[0].signed == signed()
-    PendingStore(pygit2.Repository(str(repo))).remove(ref)
-    assert PendingStore(pygit2.Repository(str(repo))).list() == []

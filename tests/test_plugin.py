@@ -8,7 +8,8 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from gitproof.notes import NOTES_REF, NotesStore, PendingStore
+from gitproof.notes import NOTES_REF, NotesStore
+from gitproof.pending import PendingStore
 from tests.helpers import commit_all, generate_key, git
 
 pytest_plugins = ["pytester"]

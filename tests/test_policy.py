@@ -32,6 +32,8 @@ def test_values_are_read_and_paths_normalised():
     ('[tool.gpu_proof]\nfingerprint_paths = ["../outside"]\n', "inside the repository"),
     ('[tool.gpu_proof]\ninclude_gpu_uuid = "no"\n', "include_gpu_uuid must be a bool"),
     ('[tool.gpu_proof\n', "not valid TOML"),
+    ('[tool.gpu_proof]\npush_check = "some"\n', "push_check must be one of tip, every"),
+    ('[tool.gpu_proof]\npush_refs = ["main"]\n', "push_refs must list ref patterns"),
     ('[tool]\ngpu_proof = 3\n', "must be a table"),
 ])
 def test_bad_policies_are_errors_naming_the_problem(toml, message):

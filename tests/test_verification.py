@@ -7,13 +7,12 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from gitproof import signing
 from gitproof.notes import NotesStore
 from gitproof.policy import Policy
-from gitproof.receipt import SignedReceipt, TestResult, serialize_payload
+from gitproof.receipt import SignedReceipt, TestResult
 from gitproof.verification import (UNCHANGED, UNVALIDATED, VALIDATED, TrustError, Verifier,
                                    load_trust, open_verifier)
-from tests.factories import make_receipt
+from tests.receipts import sign_receipt
 from tests.helpers import Key, commit_all, git, write_files
 
 POLICY = Policy(allowed_signers=".gpu-proof/allowed_signers")
@@ -35,16 +34,7 @@ class Project:
             f.write(f"{principal} {options}{key.public_line}\n")
 
     def signed(self, rev: str = "HEAD", key: Key | None = None, **overrides) -> SignedReceipt:
-        key = key or self.key
-        commit = self.repo.revparse_single(rev).peel(pygit2.Commit)
-        signing_key = signing.SigningKey(str(key.private), False, "test")
-        fields = dict(signer=self.principal, key_fingerprint=signing.key_fingerprint(signing_key),
-                      trees={p: git(self.root, "rev-parse", f"{commit.id}:{p}") for p in ("src", "tests")},
-                      commit=str(commit.id))
-        fields.update(overrides)
-        receipt = make_receipt(**fields)
-        payload = serialize_payload(receipt)
-        return SignedReceipt(receipt, payload, signing.sign(payload, signing_key))
+        return sign_receipt(self.repo, key or self.key, rev, self.principal, **overrides)
 
     def attach(self, rev: str = "HEAD", signed: SignedReceipt | None = None, **overrides) -> SignedReceipt:
         signed = signed or self.signed(rev, **overrides)

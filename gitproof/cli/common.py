@@ -10,20 +10,11 @@ from typing import Any, Iterator, NoReturn
 import pygit2
 import typer
 
-from gitproof.allowed_signers import AllowedSignersError
-from gitproof.fingerprint import FingerprintError
-from gitproof.notes import NotesError
-from gitproof.policy import PolicyError
-from gitproof.record import RecordError
-from gitproof.signing import SigningError
-from gitproof.verification import TrustError
+from gitproof.cli.errors import KNOWN_ERRORS
 
 EXIT_OK = 0
 EXIT_UNVALIDATED = 1
 EXIT_USAGE = 2
-
-KNOWN_ERRORS = (PolicyError, TrustError, RecordError, SigningError, NotesError,
-                FingerprintError, AllowedSignersError)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

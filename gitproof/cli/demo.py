@@ -14,8 +14,12 @@ def command(
     directory: Optional[Path] = typer.Option(None, "--dir", help="Where to create the demo "
                                              "repository (must not exist). Default: a new temp dir."),
 ) -> None:
-    """Create a demo project with GPU-marked tests, a throwaway key and allowed_signers,
-    then run, verify, show the audit trail, and show what invalidates a receipt."""
+    """Run the whole job end to end in a throwaway demo repository.
+
+    Creates a small project with GPU-marked tests, a throwaway key and
+    allowed_signers, then runs, verifies, checks the signature with
+    ssh-keygen, shows the audit trail and what invalidates a receipt.
+    """
     if directory is not None and directory.exists():
         fail(f"{directory} already exists; pick a new directory for the demo")
     raise typer.Exit(run_demo(directory, typer.echo))

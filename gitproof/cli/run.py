@@ -5,10 +5,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import pytest
 import typer
 
-from gitproof.cli.common import open_repo
+from gitproof.cli.common import fail, open_repo
 from gitproof.record import MODES
 
 
@@ -38,7 +37,11 @@ def command(
     When the fingerprint paths differ from HEAD, the receipt is kept as
     pending until a commit records exactly that content.
     """
+    import pytest  # only `run` needs pytest loaded
+
     repo = open_repo()
+    if repo.workdir is None:
+        fail("run needs a working tree, not a bare repository")
     os.chdir(Path(repo.workdir))
     code = pytest.main(build_pytest_args(key, principal, mode, ctx.args))
     raise typer.Exit(int(code))

@@ -6,13 +6,16 @@ import typer
 from gitproof.cli.common import emit_json, errors_as_exit, open_repo, short, styled, warn_about_trust
 from gitproof.cli.describe import commit_line
 from gitproof.fingerprint import worktree_state
-from gitproof.notes import PendingStore
+from gitproof.pending import PendingStore
 from gitproof.verification import open_verifier
 
 
 def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show the current fingerprint trees, whether HEAD and the working tree are validated,
-    the pending receipts, and what would need a run."""
+    """Show what is validated now and what would need a run.
+
+    Prints the current fingerprint trees, whether HEAD and the working tree
+    are validated, and the pending receipts.
+    """
     repo = open_repo()
     if repo.is_bare:
         typer.echo("gpu-proof: error: status needs a working tree", err=True)

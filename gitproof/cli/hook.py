@@ -1,0 +1,173 @@
+"""``git gpu-proof hook pre-push|post-commit``: what the installed git hooks run.
+
+Every push pays for this command, so it avoids the CLI framework: ``main``
+dispatches here before typer (or pytest) is imported, and the typer command
+registered below is only for ``--help`` and discoverability.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from gitproof.hook import (CHECK_MODES, HookInputError, HookResult, PushCheck, notes_ref_in_push,
+                           parse_updates, updates_from_pre_commit_env)
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def _say(text: str = "") -> None:
+    print(text, file=sys.stderr)
+
+
+def _red(text: str) -> str:
+    return f"\033[1;31m{text}\033[0m" if sys.stderr.isatty() else text
+
+
+def pre_push(remote: str = "origin", mode: str | None = None, stdin_text: str | None = None) -> int:
+    """Refuse the push when pushed GPU code has no valid receipt; otherwise send receipts first."""
+    from gitproof.sync import IN_SYNC_ENV
+
+    if os.environ.get(IN_SYNC_ENV):
+        return EXIT_OK  # gitproof's own push of the notes ref: nothing to check
+    if stdin_text is None:
+        stdin_text = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    return _guarded(lambda: _pre_push(remote, mode, stdin_text))
+
+
+def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
+    from gitproof.notes import NOTES_REF
+    from gitproof.sync import SyncError, push_notes
+    from gitproof.verification import open_verifier
+
+    updates = parse_updates(stdin_text) or updates_from_pre_commit_env()
+    repo = _open_repo()
+    verifier = open_verifier(repo)
+    for warning in verifier.trust.warnings:
+        _say(f"gpu-proof: warning: {warning}")
+    policy = verifier.policy
+    result = PushCheck(repo, verifier, remote, mode or policy.push_check, tuple(policy.push_refs)).run(updates)
+    if not result.ok:
+        _refuse(result)
+        return EXIT_REFUSED
+    message = _accepted_line(result)
+    if (result.checked or result.unchanged) and not notes_ref_in_push(updates, NOTES_REF):
+        try:
+            push_notes(repo, remote)
+        except SyncError as exc:
+            _say(f"gpu-proof: error: {exc}\nThe push was stopped so the branch does not reach "
+                 f"{remote} without its receipts.")
+            return EXIT_REFUSED
+        message += f"; receipts sent to {remote}"
+    _say(message)
+    return EXIT_OK
+
+
+def _open_repo():
+    import pygit2
+
+    found = pygit2.discover_repository(os.getcwd())
+    if found is None:
+        raise HookInputError(f"{os.getcwd()} is not inside a git repository")
+    return pygit2.Repository(found)
+
+
+def _guarded(action: Callable[[], int]) -> int:
+    """Known problems become one clear line and exit status 2, never a traceback."""
+    from gitproof.cli.errors import KNOWN_ERRORS
+
+    try:
+        return action()
+    except (HookInputError, *KNOWN_ERRORS) as exc:
+        _say(f"gpu-proof: error: {exc}")
+        return EXIT_USAGE
+
+
+def _accepted_line(result: HookResult) -> str:
+    parts = []
+    if result.checked:
+        parts.append(f"{len(result.checked)} ref(s) with GPU changes validated")
+    if result.unchanged:
+        parts.append(f"{len(result.unchanged)} ref(s) without GPU changes")
+    if result.attached:
+        parts.append(f"{result.attached} pending receipt(s) attached")
+    return "gpu-proof: " + (", ".join(parts) or "nothing to check")
+
+
+def _refuse(result: HookResult) -> None:
+    _say(_red("gpu-proof: push refused: GPU code without a valid receipt"))
+    for problem in result.problems:
+        _say(f"  {problem.commit[:10]} {problem.subject!r} -> {problem.remote_ref}")
+        for reason in problem.verdict.reasons:
+            _say(f"    why: {reason.message}")
+        if problem.changed_paths:
+            shown = ", ".join(problem.changed_paths[:8])
+            more = f" (+{len(problem.changed_paths) - 8} more)" if len(problem.changed_paths) > 8 else ""
+            _say(f"    GPU paths changed: {shown}{more}")
+        _say(f"    run: {problem.command}")
+    _say("Then push again. (`git push --no-verify` skips this check; CI verification will still fail.)")
+
+
+def post_commit() -> int:
+    """Attach pending receipts whose content the new commit records. Never fails the commit."""
+    return _guarded(_post_commit) and EXIT_OK
+
+
+def _post_commit() -> int:
+    from gitproof.pending import attach_pending
+    from gitproof.policy import load_policy
+
+    repo = _open_repo()
+    attached = attach_pending(repo, load_policy(repo).fingerprint_paths, [repo.head.peel()])
+    for item in attached:
+        _say(f"gpu-proof: attached pending receipt ({item.signed.receipt.verdict}) to {item.commit[:10]}")
+    return EXIT_OK
+
+
+def fast_main(args: list[str]) -> int | None:
+    """Handle ``hook ...`` without the CLI framework; None means "let typer handle it"."""
+    if any(a in ("-h", "--help") for a in args) or not args:
+        return None
+    name, rest = args[0], args[1:]
+    if name == "post-commit" and not rest:
+        return post_commit()
+    if name != "pre-push":
+        return None
+    mode = None
+    if "--mode" in rest:
+        at = rest.index("--mode")
+        if at + 1 >= len(rest) or rest[at + 1] not in CHECK_MODES:
+            _say(f"gpu-proof: error: --mode takes one of: {', '.join(CHECK_MODES)}")
+            return EXIT_USAGE
+        mode = rest[at + 1]
+        rest = rest[:at] + rest[at + 2:]
+    remote = rest[0] if rest else os.environ.get("PRE_COMMIT_REMOTE_NAME", "origin")
+    return pre_push(remote, mode)
+
+
+def register(root) -> None:
+    import typer
+
+    app = typer.Typer(help="Entry points for the git hooks that `git gpu-proof install` sets up.",
+                      no_args_is_help=True)
+
+    @app.command("pre-push")
+    def pre_push_command(
+        remote: str = typer.Argument("origin", help="Remote name (git passes it)."),
+        url: str = typer.Argument("", help="Remote URL (git passes it; unused)."),
+        mode: str = typer.Option(None, "--mode", help=f"Which commits need receipts: "
+                                 f"{', '.join(CHECK_MODES)} (default: [tool.gpu_proof] push_check, else tip)."),
+    ) -> None:
+        """Refuse the push when pushed GPU code has no valid receipt; otherwise send receipts first.
+
+        Reads git's pre-push input (`<local ref> <local sha> <remote ref> <remote sha>`
+        lines) on stdin, or the PRE_COMMIT_* variables of the pre-commit framework.
+        """
+        raise typer.Exit(pre_push(remote, mode))
+
+    @app.command("post-commit")
+    def post_commit_command() -> None:
+        """Attach pending receipts whose content the new commit records. Never fails the commit."""
+        raise typer.Exit(post_commit())
+
+    root.add_typer(app, name="hook")

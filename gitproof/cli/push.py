@@ -1,0 +1,52 @@
+"""``git gpu-proof push``: push a branch and its receipts together."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pygit2
+import typer
+
+from gitproof.cli.common import errors_as_exit, fail, open_repo
+from gitproof.notes import NOTES_REF
+from gitproof.sync import SyncError, fetch, push_with_receipts
+
+
+def default_remote(repo: pygit2.Repository) -> str:
+    if not repo.head_is_detached:
+        try:
+            return repo.config[f"branch.{repo.head.shorthand}.remote"]
+        except KeyError:
+            pass
+    return "origin"
+
+
+def command(
+    remote: Optional[str] = typer.Argument(None, help="Remote (default: the branch's upstream remote, "
+                                                      "else origin)."),
+    refspecs: Optional[List[str]] = typer.Argument(None, help="What to push (default: the current branch)."),
+) -> None:
+    """Push the branch and its receipts together.
+
+    Merges the remote's receipts into ours first, then pushes the branch and
+    refs/notes/gpu-proof in one atomic push where the server supports it.
+    The pre-push hook still checks the branch.
+    """
+    repo = open_repo()
+    remote = remote or default_remote(repo)
+    if not refspecs:
+        if repo.head_is_detached:
+            fail("HEAD is detached: name what to push, e.g. `git gpu-proof push origin HEAD:refs/heads/main`")
+        refspecs = [repo.head.shorthand]
+    with errors_as_exit():
+        fetch(repo, remote)
+        try:
+            output = push_with_receipts(repo, remote, refspecs)
+        except SyncError as exc:
+            fail(str(exc), 1)
+    if output:
+        typer.echo(output, err=True)
+    typer.echo(f"gpu-proof: pushed {', '.join(refspecs)} and {NOTES_REF} to {remote}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push")(command)

@@ -1,0 +1,179 @@
+"""The pre-push decision: which pushed commits need a receipt, and do they have one.
+
+git gives the hook one line per ref update: ``<local ref> <local sha>
+<remote ref> <remote sha>``. We judge by the SHAs (the local ref may be
+``HEAD``). An update needs a receipt only when it changes the GPU code the
+remote already has: its tip's fingerprint trees differ from those of the
+remote's commit for that ref, or, for a new branch (or a force push whose
+old tip we do not hold), from every commit where the new history meets what
+the remote already has.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+
+import pygit2
+
+from gitproof.fingerprint import Trees, changed_fingerprint_paths
+from gitproof.pending import attach_pending
+from gitproof.verification import CommitVerdict, Verifier
+
+ZERO = "0" * 40
+CHECK_MODES = ("tip", "every")
+DEFAULT_REFS = ("refs/heads/*",)
+
+
+class HookInputError(ValueError):
+    """The hook's input is not what git sends."""
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    local_ref: str
+    local_sha: str
+    remote_ref: str
+    remote_sha: str
+
+    @property
+    def is_deletion(self) -> bool:
+        return set(self.local_sha) == {"0"}
+
+    @property
+    def remote_known(self) -> bool:
+        return set(self.remote_sha) != {"0"}
+
+
+def parse_updates(text: str) -> list[RefUpdate]:
+    updates = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 4:
+            raise HookInputError(f"pre-push input line {number} is not "
+                                 f"'<local ref> <local sha> <remote ref> <remote sha>': {line!r}")
+        updates.append(RefUpdate(*fields))
+    return updates
+
+
+def updates_from_pre_commit_env(environ: dict[str, str] | None = None) -> list[RefUpdate]:
+    """The pre-commit framework passes no stdin; it describes the push in variables."""
+    env = os.environ if environ is None else environ
+    to_ref = env.get("PRE_COMMIT_TO_REF")
+    if not to_ref:
+        return []
+    remote_branch = env.get("PRE_COMMIT_REMOTE_BRANCH") or "refs/heads/unknown"
+    return [RefUpdate(env.get("PRE_COMMIT_LOCAL_BRANCH") or "HEAD", to_ref, remote_branch,
+                      env.get("PRE_COMMIT_FROM_REF") or ZERO)]
+
+
+@dataclass
+class Unvalidated:
+    commit: str
+    subject: str
+    remote_ref: str
+    verdict: CommitVerdict
+    changed_paths: list[str]
+    command: str
+
+
+@dataclass
+class HookResult:
+    checked: list[str] = field(default_factory=list)  # remote refs whose GPU code was checked
+    unchanged: list[str] = field(default_factory=list)  # remote refs with no GPU change
+    problems: list[Unvalidated] = field(default_factory=list)
+    attached: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class PushCheck:
+    """Decides a whole push against one verifier (policy + trust roots)."""
+
+    def __init__(self, repo: pygit2.Repository, verifier: Verifier, remote: str,
+                 mode: str = "tip", ref_patterns: tuple[str, ...] = DEFAULT_REFS) -> None:
+        if mode not in CHECK_MODES:
+            raise HookInputError(f"unknown check mode {mode!r}; use one of: {', '.join(CHECK_MODES)}")
+        self.repo, self.verifier, self.remote = repo, verifier, remote
+        self.mode, self.ref_patterns = mode, ref_patterns
+        self._remote_tips: list[pygit2.Oid] | None = None
+
+    def run(self, updates: list[RefUpdate]) -> HookResult:
+        result = HookResult()
+        for update in updates:
+            if update.is_deletion or not self._checked_ref(update.remote_ref):
+                continue
+            self._check(update, result)
+        return result
+
+    def _checked_ref(self, ref: str) -> bool:
+        return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.ref_patterns)
+
+    def _check(self, update: RefUpdate, result: HookResult) -> None:
+        tip = self.repo.get(update.local_sha)
+        if not isinstance(tip, pygit2.Commit):
+            raise HookInputError(f"{update.local_sha} is not a commit in this repository")
+        new, bases = self._new_commits(tip, update)
+        if not new:
+            result.unchanged.append(update.remote_ref)
+            return
+        result.attached += len(attach_pending(self.repo, self.verifier.policy.fingerprint_paths, new))
+        tip_trees = self.verifier.trees_of(tip)
+        base_trees = [self.verifier.trees_of(b) for b in bases]
+        if any(trees == tip_trees for trees in base_trees) and self.mode == "tip":
+            result.unchanged.append(update.remote_ref)
+            return
+        result.checked.append(update.remote_ref)
+        for commit in self._commits_to_validate(tip, new, tip_trees, base_trees):
+            verdict = self.verifier.verify(commit)
+            if not verdict.ok:
+                result.problems.append(self._problem(commit, update, verdict, base_trees))
+
+    def _remote_tracking_tips(self) -> list[pygit2.Oid]:
+        if self._remote_tips is None:
+            prefix = f"refs/remotes/{self.remote}/"
+            self._remote_tips = [self.repo.references[name].resolve().target
+                                 for name in self.repo.references if name.startswith(prefix)]
+        return self._remote_tips
+
+    def _new_commits(self, tip: pygit2.Commit, update: RefUpdate) -> tuple[list[pygit2.Commit], list[pygit2.Commit]]:
+        """Commits the remote lacks (oldest first) and where they meet what it has."""
+        hidden = [self.repo[update.remote_sha].id] if update.remote_known and update.remote_sha in self.repo \
+            else self._remote_tracking_tips()
+        walker = self.repo.walk(tip.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
+        for oid in hidden:
+            walker.hide(oid)
+        new = list(walker)
+        new_ids = {c.id for c in new}
+        bases = {p.id: p for c in new for p in c.parents if p.id not in new_ids}
+        return new, list(bases.values())
+
+    def _commits_to_validate(self, tip: pygit2.Commit, new: list[pygit2.Commit], tip_trees: Trees,
+                             base_trees: list[Trees]) -> list[pygit2.Commit]:
+        if self.mode == "tip":
+            return [tip]
+        # "every": each pushed commit that changes the fingerprint relative to its first parent.
+        return [c for c in new
+                if not c.parents or self.verifier.trees_of(c) != self.verifier.trees_of(c.parents[0])]
+
+    def _problem(self, commit: pygit2.Commit, update: RefUpdate, verdict: CommitVerdict,
+                 base_trees: list[Trees]) -> Unvalidated:
+        before = base_trees[0] if base_trees else {p: None for p in verdict.trees}
+        changed = changed_fingerprint_paths(self.repo, before, verdict.trees)
+        return Unvalidated(str(commit.id), commit.message.splitlines()[0] if commit.message else "",
+                           update.remote_ref, verdict, changed, self._command_for(commit))
+
+    def _command_for(self, commit: pygit2.Commit) -> str:
+        if not self.repo.head_is_unborn and self.repo.head.target == commit.id:
+            return "git gpu-proof run"
+        short = str(commit.id)[:10]
+        return f"git switch --detach {short} && git gpu-proof run && git switch -"
+
+
+def notes_ref_in_push(updates: list[RefUpdate], notes_ref: str) -> bool:
+    """True when the outer push already carries the notes ref itself."""
+    return any(u.remote_ref == notes_ref and not u.is_deletion for u in updates)

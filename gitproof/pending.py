@@ -1,0 +1,82 @@
+"""Pending receipts: runs made on uncommitted content, waiting for their commit.
+
+A pending receipt is a blob referenced by ``refs/gpu-proof/pending/<blob id>``:
+refs survive restarts and keep the blob safe from gc, and they live outside
+refs/heads and refs/notes so an ordinary push never sends them. When a commit
+records exactly the content a pending receipt describes (same trees at the
+fingerprint paths), the receipt is attached to that commit as a note and the
+pending ref is dropped. Nothing is re-run and nothing is re-signed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pygit2
+
+from gitproof.fingerprint import commit_trees
+from gitproof.notes import NotesStore
+from gitproof.receipt import SignedReceipt, parse_note
+
+PENDING_PREFIX = "refs/gpu-proof/pending/"
+
+
+@dataclass(frozen=True)
+class PendingReceipt:
+    ref: str
+    signed: SignedReceipt
+
+
+class PendingStore:
+    """Receipts whose code is not committed yet, one ref per receipt blob."""
+
+    def __init__(self, repo: pygit2.Repository) -> None:
+        self.repo = repo
+
+    def add(self, signed: SignedReceipt) -> str:
+        blob = self.repo.create_blob(signed.text.encode("utf-8"))
+        ref = f"{PENDING_PREFIX}{blob}"
+        if ref not in self.repo.references:
+            self.repo.references.create(ref, blob)
+        return ref
+
+    def list(self) -> list[PendingReceipt]:
+        pending = []
+        for ref in self.repo.references:
+            if not ref.startswith(PENDING_PREFIX):
+                continue
+            blob = self.repo.references[ref].target
+            for entry in parse_note(self.repo[blob].data.decode("utf-8", errors="replace")):
+                if entry.signed:
+                    pending.append(PendingReceipt(ref, entry.signed))
+        return pending
+
+    def remove(self, ref: str) -> None:
+        self.repo.references.delete(ref)
+
+
+@dataclass(frozen=True)
+class Attached:
+    commit: str
+    ref: str
+    signed: SignedReceipt
+
+
+def attach_pending(repo: pygit2.Repository, paths: list[str],
+                   commits: list[pygit2.Commit]) -> list[Attached]:
+    """Attach each pending receipt to the first of ``commits`` that records its content."""
+    pending = PendingStore(repo)
+    waiting = pending.list()
+    if not waiting or not commits:
+        return []
+    notes = NotesStore(repo)
+    attached = []
+    trees_by_commit = [(c, commit_trees(repo, c, paths)) for c in commits]
+    for item in waiting:
+        recorded = {p: item.signed.receipt.trees.get(p, "missing") for p in paths}
+        for commit, trees in trees_by_commit:
+            if trees == recorded:
+                notes.add(str(commit.id), item.signed)
+                pending.remove(item.ref)
+                attached.append(Attached(str(commit.id), item.ref, item.signed))
+                break
+    return attached

@@ -1,0 +1,206 @@
+"""Receipts between clones: fetch into a tracking ref, merge as a union, push without force.
+
+Remote receipts arrive in ``refs/remote-notes/<remote>/gpu-proof`` (outside
+``refs/notes/``, so a forced fetch there can never overwrite local
+receipts) and are merged into ``refs/notes/gpu-proof`` as the union of the
+receipts on each commit. The notes ref is pushed as a fast-forward only; a
+rejected push means the remote moved, so we fetch, merge and try again.
+The real ``git`` program does the network transport, nothing else.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+
+import pygit2
+
+from gitproof.notes import NOTES_REF, NotesStore, tree_with_note, walk_notes_tree
+from gitproof.receipt import join_note, parse_note
+
+TRACKING_PREFIX = "refs/remote-notes/"
+IN_SYNC_ENV = "GITPROOF_SYNC"  # set while gitproof itself pushes, so hooks stand aside
+_PUSH_ATTEMPTS = 8
+_MISSING_REMOTE_REF = ("couldn't find remote ref", "could not find remote ref")
+
+
+class SyncError(Exception):
+    """Talking to the remote failed; the message carries git's own words."""
+
+
+def tracking_ref(remote: str) -> str:
+    """Where a remote's receipts are fetched to; a remote given as a URL gets a hashed name."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", remote) and ".." not in remote:
+        return f"{TRACKING_PREFIX}{remote}/gpu-proof"
+    return f"{TRACKING_PREFIX}url-{hashlib.sha256(remote.encode()).hexdigest()[:16]}/gpu-proof"
+
+
+def git(repo: pygit2.Repository, *args: str, hooks_stand_aside: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real git on this repository, for transport only."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    if hooks_stand_aside:
+        env[IN_SYNC_ENV] = "1"
+    return subprocess.run(["git", "--git-dir", repo.path, *args], env=env, text=True,
+                          capture_output=True, stdin=subprocess.DEVNULL)
+
+
+@dataclass
+class MergeResult:
+    source: str
+    kind: str  # "none", "fast-forward", "merge", "up-to-date"
+    receipts_added: int = 0
+    commits_touched: int = 0
+    bad_entries: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.kind == "none":
+            return f"no receipts at {self.source}"
+        if self.kind == "up-to-date":
+            return "receipts already up to date"
+        text = (f"fast-forwarded to {self.source}" if self.kind == "fast-forward" else
+                f"merged {self.receipts_added} receipt(s) on {self.commits_touched} commit(s) from {self.source}")
+        if self.bad_entries:
+            text += f"; ignored {len(self.bad_entries)} unreadable entr{'y' if len(self.bad_entries) == 1 else 'ies'}"
+        return text
+
+
+def fetch_notes(repo: pygit2.Repository, remote: str) -> bool:
+    """Copy the remote's notes ref into our tracking ref. False when it has none."""
+    result = git(repo, "fetch", "--quiet", "--no-write-fetch-head", remote,
+                 f"+{NOTES_REF}:{tracking_ref(remote)}")
+    if result.returncode == 0:
+        return True
+    if any(sign in result.stderr for sign in _MISSING_REMOTE_REF):
+        return False
+    raise SyncError(f"cannot fetch receipts from {remote}: {result.stderr.strip()}")
+
+
+def fetch(repo: pygit2.Repository, remote: str) -> MergeResult:
+    """``git gpu-proof fetch``: bring the remote's receipts in, losing none of ours."""
+    if not fetch_notes(repo, remote):
+        return MergeResult(remote, "none")
+    return merge(repo, tracking_ref(remote))
+
+
+def merge(repo: pygit2.Repository, source_ref: str, store: NotesStore | None = None) -> MergeResult:
+    """Merge the notes at ``source_ref`` into ours: union per commit, nothing dropped."""
+    store = store or NotesStore(repo)
+    source = repo.references.get(source_ref)
+    if source is None:
+        return MergeResult(source_ref, "none")
+    theirs = source.peel(pygit2.Commit)
+    while True:
+        ours = store.tip()
+        if ours is not None and (ours.id == theirs.id or repo.descendant_of(ours.id, theirs.id)):
+            return MergeResult(source_ref, "up-to-date")
+        if ours is None or repo.descendant_of(theirs.id, ours.id):
+            if store.compare_and_swap(ours.id if ours else None, theirs.id,
+                                      f"gpu-proof: fast-forward to {source_ref}"):
+                return MergeResult(source_ref, "fast-forward")
+            continue
+        result = _merge_commit(repo, store, ours, theirs, source_ref)
+        if result is not None:
+            return result
+
+
+def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commit,
+                  theirs: pygit2.Commit, source_ref: str) -> MergeResult | None:
+    result = MergeResult(source_ref, "merge")
+    mine = walk_notes_tree(ours.tree, "", "")
+    other = walk_notes_tree(theirs.tree, "", "")
+    tree = ours.tree
+    for commit_id, (blob_id, _) in other.items():
+        current = mine.get(commit_id)
+        if current is not None and current[0] == blob_id:
+            continue
+        text, added = _union(repo, current, blob_id, commit_id, result)
+        if added:
+            path = current[1] if current else commit_id
+            tree = repo[tree_with_note(repo, tree, path, text.encode("utf-8"))]
+            result.receipts_added += added
+            result.commits_touched += 1
+    message = f"gpu-proof: merge receipts from {source_ref}"
+    if store.commit_tree(ours, tree.id, message, (theirs.id,)):
+        return result
+    return None  # our ref moved meanwhile: start again from the new tip
+
+
+def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob: str,
+           commit_id: str, result: MergeResult) -> tuple[str, int]:
+    """Our note text plus every readable receipt of theirs we do not have yet."""
+    text = repo[current[0]].data.decode("utf-8", errors="replace") if current else ""
+    have = {e.signed.identity for e in parse_note(text) if e.signed}
+    added = 0
+    for entry in parse_note(repo[their_blob].data.decode("utf-8", errors="replace")):
+        if entry.signed is None:
+            result.bad_entries.append(f"{commit_id[:10]}: {entry.error}")
+        elif entry.signed.identity not in have:
+            text = join_note(text, entry.signed)
+            have.add(entry.signed.identity)
+            added += 1
+    return text, added
+
+
+@dataclass
+class PushResult:
+    remote: str
+    pushed: bool
+    attempts: int
+    merges: list[MergeResult] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if not self.pushed:
+            return "no local receipts to push"
+        return f"receipts pushed to {self.remote}"
+
+
+def push_notes(repo: pygit2.Repository, remote: str, attempts: int = _PUSH_ATTEMPTS) -> PushResult:
+    """Fast-forward the remote's notes ref to ours; on rejection fetch, merge, retry."""
+    store = NotesStore(repo)
+    result = PushResult(remote, False, 0)
+    if store.tip() is None:
+        return result
+    for attempt in range(1, attempts + 1):
+        result.attempts = attempt
+        pushed = git(repo, "push", "--quiet", "--no-verify", remote, f"{NOTES_REF}:{NOTES_REF}")
+        if pushed.returncode == 0:
+            result.pushed = True
+            return result
+        if not _rejected_as_stale(pushed.stderr):
+            raise SyncError(f"cannot push receipts to {remote}: {pushed.stderr.strip()}")
+        result.merges.append(fetch(repo, remote))
+    raise SyncError(f"the receipts on {remote} kept changing; {attempts} attempts failed, try again")
+
+
+def _rejected_as_stale(stderr: str) -> bool:
+    return any(sign in stderr for sign in ("non-fast-forward", "fetch first", "[rejected]",
+                                           "cannot lock ref", "failed to update ref"))
+
+
+def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str],
+                       attempts: int = _PUSH_ATTEMPTS) -> str:
+    """Push ``refspecs`` and the notes ref in one atomic push; git's output on success.
+
+    The pre-push hook runs as usual and sees the notes ref in the push, so it
+    checks the branches without pushing receipts a second time. Servers
+    without atomic push get the receipts first, then the branches.
+    """
+    atomic = True
+    for _ in range(attempts):
+        args = ["push", "--atomic"] if atomic else ["push"]
+        notes = [f"{NOTES_REF}:{NOTES_REF}"] if NotesStore(repo).tip() is not None else []
+        if not atomic and notes:
+            push_notes(repo, remote)
+            notes = []
+        result = git(repo, *args, remote, *refspecs, *notes, hooks_stand_aside=False)
+        if result.returncode == 0:
+            return result.stderr.strip()
+        if atomic and "atomic" in result.stderr and "support" in result.stderr:
+            atomic = False
+            continue
+        if not any(NOTES_REF in line and "[rejected]" in line for line in result.stderr.splitlines()):
+            raise SyncError(f"push to {remote} failed:\n{result.stderr.strip()}")
+        fetch(repo, remote)
+    raise SyncError(f"the receipts on {remote} kept changing; {attempts} attempts failed, try again")

@@ -1,0 +1,205 @@
+"""The pre-push hook on scripted histories: real pushes to a real bare remote."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitproof.notes import NOTES_REF
+from gitproof.pending import PendingStore
+from tests.helpers import commit_all, git, write_files
+from tests.receipts import attach_receipt
+from tests.remotes import World, gp, push, tool_env
+
+ALICE = "alice@example.com"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+@pytest.fixture
+def clone(world: World) -> Path:
+    return world.clone("work")
+
+
+def change_kernel(root: Path, body: str = "return a + b + 0", message: str = "kernel change") -> str:
+    write_files(root, {"src/kernels.py": f"def add(a, b):\n    {body}\n"})
+    return commit_all(root, message)
+
+
+def change_docs(root: Path, text: str = "more docs\n", message: str = "docs") -> str:
+    write_files(root, {"README.md": text})
+    return commit_all(root, message)
+
+
+def remote_has(world: World, ref: str) -> str:
+    return git(world.remote, "rev-parse", "-q", "--verify", ref, check=False)
+
+
+def test_unvalidated_gpu_change_is_refused_with_reason_and_command(world, clone):
+    sha = change_kernel(clone, message="kernel: faster add")
+    result = push(clone, "origin", "main")
+    assert result.returncode != 0
+    err = result.stderr
+    assert "push refused" in err and sha[:10] in err and "kernel: faster add" in err
+    assert "why: no receipt" in err
+    assert "GPU paths changed: src/kernels.py" in err
+    assert "run: git gpu-proof run" in err
+    assert remote_has(world, "refs/heads/main") != sha
+
+
+def test_after_a_run_the_same_push_succeeds_and_ci_can_verify(world, clone):
+    change_kernel(clone)
+    assert push(clone, "origin", "main").returncode != 0
+    run = gp(clone, "run")
+    assert run.returncode == 0, run.stdout + run.stderr
+    result = push(clone, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert "1 ref(s) with GPU changes validated; receipts sent to origin" in result.stderr
+    assert remote_has(world, NOTES_REF)
+    ci = world.root / "ci"
+    git(world.root, "clone", "-q", str(world.remote), str(ci))
+    verify = gp(ci, "verify", "--fetch", "origin", "--trust-ref", "origin/main")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_docs_only_push_needs_no_new_receipt(world, clone):
+    attach_receipt(clone, world.key(ALICE))
+    change_docs(clone)
+    result = push(clone, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert "without GPU changes" in result.stderr
+
+
+def test_deletions_and_tags_pass(world, clone):
+    assert push(clone, "origin", "main:refs/heads/doomed").returncode == 0
+    assert push(clone, "origin", ":refs/heads/doomed").returncode == 0
+    assert remote_has(world, "refs/heads/doomed") == ""
+    change_kernel(clone)
+    git(clone, "tag", "v-unvalidated")
+    assert push(clone, "origin", "v-unvalidated").returncode == 0
+
+
+def test_new_branch_compares_with_what_the_remote_already_has(world, clone):
+    git(clone, "switch", "-q", "-c", "feature")
+    change_docs(clone)
+    assert push(clone, "origin", "feature").returncode == 0
+    git(clone, "switch", "-q", "-c", "gpu-feature")
+    change_kernel(clone)
+    result = push(clone, "origin", "gpu-feature")
+    assert result.returncode != 0 and "push refused" in result.stderr
+
+
+def test_validated_merge_and_unvalidated_merge(world, clone):
+    attach_receipt(clone, world.key(ALICE))
+    git(clone, "switch", "-q", "-c", "side")
+    change_kernel(clone, "return b + a", "side kernel")
+    git(clone, "switch", "-q", "main")
+    change_docs(clone)
+    git(clone, "merge", "-q", "--no-edit", "side")
+    assert push(clone, "origin", "main").returncode != 0
+    attach_receipt(clone, world.key(ALICE))
+    assert push(clone, "origin", "main").returncode == 0
+
+
+def test_rebase_that_keeps_the_gpu_trees_keeps_the_validation(world, clone):
+    attach_receipt(clone, world.key(ALICE))
+    change_kernel(clone)
+    attach_receipt(clone, world.key(ALICE))
+    other = world.clone("other")
+    change_docs(other, "upstream docs\n", "upstream docs")
+    assert push(other, "origin", "main").returncode == 0
+    git(clone, "pull", "-q", "--rebase", "origin", "main")
+    # notes.rewriteRef (set by install) carried the receipt to the rebased commit
+    assert "gpu-proof receipt v1" in git(clone, "log", "--notes=gpu-proof", "-1")
+    result = push(clone, "origin", "main")
+    assert result.returncode == 0, result.stderr
+
+
+def test_force_push_over_an_unknown_remote_tip(world, clone):
+    other = world.clone("other")
+    change_docs(other, "theirs\n", "their docs")
+    assert push(other, "origin", "main").returncode == 0
+    change_kernel(clone, "return a * 1 + b", "my kernel")
+    assert push(clone, "--force", "origin", "main").returncode != 0
+    attach_receipt(clone, world.key(ALICE))
+    result = push(clone, "--force", "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert git(world.remote, "rev-parse", "main") == git(clone, "rev-parse", "HEAD")
+
+
+def test_every_mode_checks_each_gpu_commit(world, clone):
+    first = change_kernel(clone, "return a + b + 1", "first change")
+    change_kernel(clone, "return a + b + 2", "second change")
+    attach_receipt(clone, world.key(ALICE))
+    assert push(clone, "origin", "main", "--dry-run").returncode == 0
+    (clone / "pyproject.toml").write_text(
+        '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\npush_check = "every"\n')
+    result = push(clone, "origin", "main")
+    assert result.returncode != 0
+    assert first[:10] in result.stderr and "first change" in result.stderr
+
+
+def test_pending_receipt_is_attached_at_commit_time_and_pushed(world, clone):
+    write_files(clone, {"src/kernels.py": "def add(a, b):\n    return b + a\n"})
+    assert gp(clone, "run").returncode == 0
+    assert PendingStore(pygit2.Repository(str(clone))).list()
+    git(clone, "add", "-A")
+    committed = subprocess.run(["git", "commit", "-q", "-m", "commit what was tested"], cwd=clone,
+                               env=tool_env(), capture_output=True, text=True)
+    assert "attached pending receipt (passed)" in committed.stderr  # the post-commit hook did it
+    commit = git(clone, "rev-parse", "HEAD")
+    assert not PendingStore(pygit2.Repository(str(clone))).list()
+    assert "gpu-proof receipt v1" in git(clone, "notes", "--ref=gpu-proof", "show", commit)
+    assert push(clone, "origin", "main").returncode == 0
+
+
+def test_pending_receipt_is_attached_at_push_time_without_the_commit_hook(world, clone):
+    write_files(clone, {"src/kernels.py": "def add(a, b):\n    return b + a\n"})
+    assert gp(clone, "run").returncode == 0
+    git(clone, "-c", "core.hooksPath=/dev/null", "commit", "-qam", "no hooks")
+    assert PendingStore(pygit2.Repository(str(clone))).list()
+    result = push(clone, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert "1 pending receipt(s) attached" in result.stderr
+
+
+def test_hook_input_errors_and_reentry(world, clone):
+    bad = gp(clone, "hook", "pre-push", "origin", "url", input="not four fields\n")
+    assert bad.returncode == 2 and "pre-push input line 1" in bad.stderr
+    reentry = gp(clone, "hook", "pre-push", "origin", "url", input="garbage\n", GITPROOF_SYNC="1")
+    assert reentry.returncode == 0
+
+
+def test_pre_commit_framework_variables_are_read_when_stdin_is_empty(world, clone):
+    sha = change_kernel(clone)
+    base = git(clone, "rev-parse", "origin/main")
+    result = gp(clone, "hook", "pre-push", "origin", input="", PRE_COMMIT_TO_REF=sha,
+                PRE_COMMIT_FROM_REF=base, PRE_COMMIT_REMOTE_BRANCH="refs/heads/main",
+                PRE_COMMIT_REMOTE_NAME="origin")
+    assert result.returncode == 1 and "push refused" in result.stderr
+
+
+def test_outer_push_carrying_the_notes_ref_is_not_pushed_twice(world, clone):
+    change_kernel(clone)
+    attach_receipt(clone, world.key(ALICE))
+    result = gp(clone, "push")
+    assert result.returncode == 0, result.stderr
+    assert "receipts sent to" not in result.stderr
+    assert remote_has(world, NOTES_REF) == git(clone, "rev-parse", NOTES_REF)
+    assert git(world.remote, "rev-parse", "main") == git(clone, "rev-parse", "HEAD")
+
+
+def test_garbage_remote_notes_do_not_break_the_hook(world, clone):
+    vandal = world.clone("vandal", hook=False)
+    git(vandal, "notes", "--ref=gpu-proof", "add", "-m", "junk", "HEAD")
+    git(vandal, "push", "-q", "origin", NOTES_REF)
+    change_kernel(clone)
+    attach_receipt(clone, world.key(ALICE))
+    result = push(clone, "origin", "main")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,160 @@
+"""Receipts between clones: real bare remotes on disk, real git transport."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from gitproof.notes import NOTES_REF, NotesStore
+from gitproof.sync import SyncError, fetch, merge, push_notes, tracking_ref
+from tests.factories import make_receipt
+from tests.helpers import commit_all, git, write_files
+from tests.receipts import attach_receipt
+from tests.remotes import World, gp
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def signers_on(root: Path, rev: str = "HEAD") -> list[str]:
+    repo = pygit2.Repository(str(root))
+    commit = str(repo.revparse_single(rev).peel(pygit2.Commit).id)
+    return sorted(e.signed.receipt.signer for e in NotesStore(repo).entries(commit) if e.signed)
+
+
+def test_two_clones_receipts_on_the_same_commit_both_survive(world):
+    a = world.clone("a", "alice@example.com", hook=False)
+    b = world.clone("b", "bob@example.com", hook=False)
+    attach_receipt(a, world.key("alice@example.com"), principal="alice@example.com")
+    attach_receipt(b, world.key("bob@example.com"), principal="bob@example.com")
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    result = push_notes(pygit2.Repository(str(b)), "origin")
+    assert result.pushed and result.attempts == 2 and result.merges[0].kind == "merge"
+    fetch(pygit2.Repository(str(a)), "origin")
+    assert signers_on(a) == signers_on(b) == ["alice@example.com", "bob@example.com"]
+    fresh = world.clone("fresh", hook=False)
+    fetch(pygit2.Repository(str(fresh)), "origin")
+    assert signers_on(fresh) == ["alice@example.com", "bob@example.com"]
+    assert gp(fresh, "verify").returncode == 0
+
+
+def test_fetch_goes_to_a_tracking_ref_outside_refs_notes(world):
+    a = world.clone("a", hook=False)
+    attach_receipt(a, world.key("alice@example.com"))
+    push_notes(pygit2.Repository(str(a)), "origin")
+    b = world.clone("b", hook=False)
+    result = fetch(pygit2.Repository(str(b)), "origin")
+    assert result.kind == "fast-forward"
+    assert git(b, "rev-parse", tracking_ref("origin")) == git(b, "rev-parse", NOTES_REF)
+    assert fetch(pygit2.Repository(str(b)), "origin").kind == "up-to-date"
+
+
+def test_fetch_from_a_remote_without_receipts_is_not_an_error(world):
+    a = world.clone("a", hook=False)
+    assert fetch(pygit2.Repository(str(a)), "origin").kind == "none"
+    with pytest.raises(SyncError, match="cannot fetch receipts from nowhere"):
+        fetch(pygit2.Repository(str(a)), "nowhere")
+
+
+def test_merge_is_a_union_and_never_rewrites_either_side(world):
+    a = world.clone("a", hook=False)
+    b = world.clone("b", "bob@example.com", hook=False)
+    mine = attach_receipt(a, world.key("alice@example.com"))
+    attach_receipt(b, world.key("bob@example.com"), principal="bob@example.com")
+    push_notes(pygit2.Repository(str(b)), "origin")
+    before = git(a, "rev-parse", NOTES_REF)
+    fetch(pygit2.Repository(str(a)), "origin")
+    after = git(a, "rev-parse", NOTES_REF)
+    parents = git(a, "rev-list", "--parents", "-n", "1", after).split()[1:]
+    assert before in parents and git(a, "rev-parse", tracking_ref("origin")) in parents
+    note = git(a, "notes", "--ref=gpu-proof", "show", "HEAD")
+    assert note.startswith(mine.text.rstrip("\n")), "our receipt's bytes stay first and unchanged"
+
+
+def _push_rounds(args):
+    root, rounds, worker = args
+    repo = pygit2.Repository(root)
+    observed = []
+    commit = str(repo.head.target)
+    for round_ in range(rounds):
+        receipt = make_receipt(signer=f"w{worker}-{round_}@x")
+        from gitproof.receipt import SignedReceipt, serialize_payload
+        signed = SignedReceipt(receipt, serialize_payload(receipt),
+                               "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n")
+        NotesStore(repo).add(commit, signed)
+        push_notes(repo, "origin", attempts=60)
+        observed.append(str(NotesStore(repo).tip().id))
+    return observed
+
+
+def test_eight_clones_pushing_concurrently_lose_nothing(world):
+    clones = [str(world.clone(f"c{i}", hook=False)) for i in range(8)]
+    rounds = 4
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
+        observed = pool.map(_push_rounds, [(c, rounds, i) for i, c in enumerate(clones)])
+    final = world.remote_notes()
+    remote = pygit2.Repository(str(world.remote))
+    for tip in (t for tips in observed for t in tips):
+        assert tip == final or remote.descendant_of(final, tip), "the remote notes ref was rewritten"
+    checker = world.clone("checker", hook=False)
+    fetch(pygit2.Repository(str(checker)), "origin")
+    expected = sorted(f"w{w}-{r}@x" for w in range(8) for r in range(rounds))
+    assert signers_on(checker) == expected
+
+
+def test_push_killed_midway_leaves_local_receipts_and_the_next_push_completes(world):
+    a = world.clone("a", hook=False)
+    signed = attach_receipt(a, world.key("alice@example.com"))
+    local_tip = git(a, "rev-parse", NOTES_REF)
+    gate = world.root / "gate"
+    hook = world.remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\ntouch {gate}\nsleep 60\n")
+    hook.chmod(0o755)
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import pygit2, sys; from gitproof.sync import push_notes; "
+                             "push_notes(pygit2.Repository(sys.argv[1]), 'origin')", str(a)],
+                            start_new_session=True, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not gate.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert gate.exists(), "the push never reached the remote"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    subprocess.run(["pkill", "-f", "sleep 60"], check=False)
+    assert git(a, "rev-parse", NOTES_REF) == local_tip
+    assert world.remote_notes() == ""
+    hook.unlink()
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    assert world.remote_notes() == local_tip
+    assert signers_on(a) == [signed.receipt.signer]
+
+
+def test_garbage_and_foreign_notes_on_the_remote_do_not_break_anything(world):
+    vandal = world.clone("vandal", hook=False)
+    git(vandal, "notes", "--ref=gpu-proof", "add", "-m", "this is not a receipt", "HEAD")
+    write_files(vandal, {"docs.md": "x\n"})
+    commit_all(vandal, "docs")
+    junk = world.root / "junk.bin"
+    junk.write_bytes(b"\x00binary\xff\x01junk\n")
+    git(vandal, "notes", "--ref=gpu-proof", "add", "-F", str(junk), "HEAD")
+    git(vandal, "push", "-q", "origin", "main", NOTES_REF)
+    a = world.clone("a", hook=False)
+    git(a, "reset", "-q", "--hard", "HEAD~1")
+    attach_receipt(a, world.key("alice@example.com"))
+    result = fetch(pygit2.Repository(str(a)), "origin")
+    assert result.kind == "merge" and len(result.bad_entries) >= 1
+    assert any("not a receipt" in bad for bad in result.bad_entries)
+    verify = gp(a, "verify", "HEAD", "origin/main")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    show = gp(a, "show", "origin/main~0")
+    assert "Traceback" not in show.stderr
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
