@@ -61,7 +61,8 @@ def parse_updates(text: str) -> list[RefUpdate]:
 def updates_from_pre_commit_env(environ: dict[str, str] | None = None) -> list[RefUpdate]:
     """The pre-commit framework passes no stdin; it describes the push in variables."""
     env = os.environ if environ is None else environ
-    to_ref = env.get("PRE_COMMIT_TO_REF")
+    # pre-commit leaves TO_REF unset when the push contains the root commit
+    to_ref = env.get("PRE_COMMIT_TO_REF") or env.get("PRE_COMMIT_LOCAL_BRANCH")
     if not to_ref:
         return []
     remote_branch = env.get("PRE_COMMIT_REMOTE_BRANCH") or "refs/heads/unknown"
@@ -114,8 +115,8 @@ class PushCheck:
         return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.ref_patterns)
 
     def _check(self, update: RefUpdate, result: HookResult) -> None:
-        tip = self.repo.get(update.local_sha)
-        if not isinstance(tip, pygit2.Commit):
+        tip = self._commit(update.local_sha)
+        if tip is None:
             raise HookInputError(f"{update.local_sha} is not a commit in this repository")
         new, bases = self._new_commits(tip, update)
         if not new:
@@ -132,6 +133,12 @@ class PushCheck:
             verdict = self.verifier.verify(commit)
             if not verdict.ok:
                 result.problems.append(self._problem(commit, update, verdict, base_trees))
+
+    def _commit(self, name: str) -> pygit2.Commit | None:
+        try:
+            return self.repo.revparse_single(name).peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
 
     def _remote_tracking_tips(self) -> list[pygit2.Oid]:
         if self._remote_tips is None:

@@ -184,6 +184,13 @@ def test_pre_commit_framework_variables_are_read_when_stdin_is_empty(world, clon
     assert result.returncode == 1 and "push refused" in result.stderr
 
 
+def test_pre_commit_root_commit_push_falls_back_to_the_local_branch(world, clone):
+    change_kernel(clone)
+    result = gp(clone, "hook", "pre-push", "origin", input="", PRE_COMMIT_LOCAL_BRANCH="main",
+                PRE_COMMIT_REMOTE_BRANCH="refs/heads/fresh", PRE_COMMIT_REMOTE_NAME="origin")
+    assert result.returncode == 1 and "push refused" in result.stderr
+
+
 def test_outer_push_carrying_the_notes_ref_is_not_pushed_twice(world, clone):
     change_kernel(clone)
     attach_receipt(clone, world.key(ALICE))

@@ -1,35 +1,50 @@
-"""Entry point: ``git gpu-proof`` / ``git-gpu-proof`` / ``python -m gitproof``."""
+"""Entry point: ``git gpu-proof`` / ``git-gpu-proof`` / ``python -m gitproof``.
+
+``main`` hands ``hook ...`` to a lean path first: the pre-push hook runs on
+every push, and importing the CLI framework and pytest would double its cost.
+"""
 from __future__ import annotations
 
-import typer
-
-from gitproof import __version__
-from gitproof.cli import demo, log, run, show, status, verify
-
-app = typer.Typer(
-    name="git gpu-proof",
-    help="Signed receipts that your GPU tests ran and passed, stored as git notes "
-         "(refs/notes/gpu-proof) and checkable on any CPU-only machine.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-for module in (run, verify, show, log, status, demo):
-    module.register(app)
+import sys
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"git-gpu-proof {__version__}")
-        raise typer.Exit()
+def build_app():
+    """The typer application with every command registered."""
+    import typer
 
+    from gitproof import __version__
+    from gitproof.cli import demo, doctor, fetch, hook, install, log, push, run, show, status, verify
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
-    """Signed GPU-test receipts in git notes."""
+    app = typer.Typer(
+        name="git gpu-proof",
+        help="Signed receipts that your GPU tests ran and passed, stored as git notes "
+             "(refs/notes/gpu-proof) and checkable on any CPU-only machine.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    for module in (run, verify, show, log, status, push, fetch, install, doctor, hook, demo):
+        module.register(app)
+
+    def show_version(value: bool) -> None:
+        if value:
+            typer.echo(f"git-gpu-proof {__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def root(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                          help="Print the version and exit.")) -> None:
+        """Signed GPU-test receipts in git notes."""
+
+    return app
 
 
 def main() -> None:
-    app(prog_name="git gpu-proof")
+    if sys.argv[1:2] == ["hook"]:
+        from gitproof.cli.hook import fast_main
+
+        code = fast_main(sys.argv[2:])
+        if code is not None:
+            sys.exit(code)
+    build_app()(prog_name="git gpu-proof")

@@ -1,0 +1,37 @@
+"""``git gpu-proof doctor``: is this repository set up for gitproof, and what to fix."""
+from __future__ import annotations
+
+import typer
+
+from gitproof.cli.common import EXIT_OK, EXIT_UNVALIDATED, emit_json
+from gitproof.cli.install import open_any_repo
+from gitproof.install import FAIL, OK, WARN, Check, doctor
+
+_LABELS = {OK: ("ok", typer.colors.GREEN), WARN: ("warn", typer.colors.YELLOW),
+           FAIL: ("FAIL", typer.colors.RED)}
+
+
+def _line(check: Check) -> str:
+    word, color = _LABELS[check.status]
+    return f"{typer.style(f'{word:5}', fg=color, bold=True)} {check.name:30} {check.message}"
+
+
+def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Check the hooks, the notes configuration, the signing key, the trust roots and
+    the policy. Exit status 1 when a check fails."""
+    report = doctor(open_any_repo())
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        for check in report.checks:
+            typer.echo(_line(check))
+            if check.fix and check.status != OK:
+                typer.echo(f"      {'':30} fix: {check.fix}")
+        failed = sum(c.status == FAIL for c in report.checks)
+        warned = sum(c.status == WARN for c in report.checks)
+        typer.echo(f"{failed} failing, {warned} warning(s)")
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_UNVALIDATED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(command)

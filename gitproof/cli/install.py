@@ -1,0 +1,63 @@
+"""``git gpu-proof install`` and ``uninstall``: the git hooks and the notes configuration."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pygit2
+import typer
+
+from gitproof.cli.common import emit_json, fail
+from gitproof.install import InstallError, Report, install, uninstall
+
+_JSON = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def open_any_repo() -> pygit2.Repository:
+    """Like common.open_repo, but a repository without commits is fine: set up first, commit later."""
+    found = pygit2.discover_repository(str(Path.cwd()))
+    if found is None:
+        fail(f"{Path.cwd()} is not inside a git repository")
+    return pygit2.Repository(found)
+
+
+def print_report(report: Report, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.to_json())
+        return
+    typer.echo(f"hooks in {report.hooks_dir}:")
+    for hook in report.hooks:
+        typer.echo(f"  {hook.name:13} {hook.detail}")
+    typer.echo("git config:")
+    for step in report.config:
+        typer.echo(f"  {step.key} = {step.value}: {step.detail}")
+    if not report.changed:
+        typer.echo("nothing changed")
+    for warning in report.warnings:
+        typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, err=True)
+
+
+def install_command(as_json: bool = _JSON) -> None:
+    """Install the pre-push and post-commit hooks (an existing hook is kept and run
+    first) and configure git to show, keep and merge receipts."""
+    repo = open_any_repo()
+    try:
+        report = install(repo)
+    except InstallError as exc:
+        fail(str(exc))
+    print_report(report, as_json)
+
+
+def uninstall_command(as_json: bool = _JSON) -> None:
+    """Remove gitproof's hooks (restoring the hooks they ran) and the configuration
+    install added. Receipts are kept."""
+    repo = open_any_repo()
+    try:
+        report = uninstall(repo)
+    except InstallError as exc:
+        fail(str(exc))
+    print_report(report, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("install")(install_command)
+    app.command("uninstall")(uninstall_command)

@@ -1,0 +1,637 @@
+"""Setting a repository up for gitproof: git hooks, notes configuration, a doctor.
+
+``install`` writes the pre-push and post-commit hooks shipped in
+``gitproof/hook_scripts`` into the repository's hooks directory. A hook that
+is already there and is not ours is kept as ``<name>.chained`` and run by
+ours first, so nothing is ever clobbered; ``uninstall`` puts it back. Our
+hooks are recognised by the marker line after the shebang.
+
+The notes configuration makes receipts visible in ``git log``
+(notes.displayRef), carries them over ``git commit --amend`` and
+``git rebase`` (notes.rewriteRef; safe because a receipt is checked against
+trees, not commit ids) and merges both sides of a notes merge
+(notes.gpu-proof.mergeStrategy = union).
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pygit2
+
+from gitproof.notes import NOTES_REF, NotesError, NotesStore
+from gitproof.pending import PendingStore
+from gitproof.policy import Policy, PolicyError, load_policy
+from gitproof.signing import SigningError, resolve_signing_key
+from gitproof.verification import TrustError, open_verifier
+
+MARKER = "# installed by gitproof: git gpu-proof install"
+HOOK_NAMES = ("pre-push", "post-commit")
+CHAINED_SUFFIX = ".chained"
+COMMAND = "git-gpu-proof"
+MERGE_STRATEGY_KEY = "notes.gpu-proof.mergeStrategy"
+MERGE_STRATEGY = "union"
+MULTIVAR_KEYS = ("notes.displayRef", "notes.rewriteRef")
+
+# Hook outcomes.
+INSTALLED = "installed"
+UNCHANGED = "unchanged"
+UPDATED = "updated"
+CHAINED = "chained"
+REMOVED = "removed"
+RESTORED = "restored"
+FOREIGN = "foreign"
+ABSENT = "absent"
+# Config outcomes: SET, UNCHANGED, CONFLICT on install; REMOVED, ABSENT on uninstall.
+SET = "set"
+CONFLICT = "conflict"
+# Doctor statuses.
+OK = "ok"
+WARN = "warn"
+FAIL = "fail"
+
+_VALUE_PATTERN = "^" + re.escape(NOTES_REF) + "$"
+_EMPTY_SECTIONS = re.compile(r'^\s*\[notes(\s+"gpu-proof")?\]\s*$')
+
+
+class InstallError(Exception):
+    """Install or uninstall cannot proceed; the message says why and what to do."""
+
+
+# -- where the hooks live ------------------------------------------------------------
+
+
+def git_dir(repo: pygit2.Repository) -> Path:
+    """The repository's own git dir (a linked worktree's is under .git/worktrees/)."""
+    return Path(repo.path)
+
+
+def common_dir(repo: pygit2.Repository) -> Path:
+    """The git dir shared by all worktrees: hooks and config live there."""
+    own = git_dir(repo)
+    pointer = own / "commondir"
+    if not pointer.is_file():
+        return own
+    target = Path(pointer.read_text(encoding="utf-8").strip())
+    return (target if target.is_absolute() else own / target).resolve()
+
+
+def hooks_dir(repo: pygit2.Repository) -> Path:
+    """Where git looks for hooks: core.hooksPath if set, else <common dir>/hooks."""
+    configured = _config_get(repo, "core.hooksPath")
+    if not configured:
+        return common_dir(repo) / "hooks"
+    path = Path(configured).expanduser()
+    if path.is_absolute():
+        return path
+    # git runs hooks from the top of the working tree (the git dir when bare),
+    # and a relative core.hooksPath is taken from there.
+    base = Path(repo.workdir) if repo.workdir else git_dir(repo)
+    return (base / path).resolve()
+
+
+def hook_script(name: str) -> bytes:
+    """The shipped text of one of our hooks."""
+    if name not in HOOK_NAMES:
+        raise ValueError(f"gitproof ships no {name!r} hook")
+    return (resources.files("gitproof") / "hook_scripts" / name).read_bytes()
+
+
+def is_gitproof_hook(path: Path) -> bool:
+    """Whether the file carries our marker line (any version of our hook)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return False
+    return MARKER.encode() in head.splitlines()[:3]
+
+
+def chained_path(path: Path) -> Path:
+    return path.with_name(path.name + CHAINED_SUFFIX)
+
+
+# -- reports ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookStep:
+    name: str
+    outcome: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "outcome": self.outcome, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ConfigStep:
+    key: str
+    value: str
+    outcome: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"key": self.key, "value": self.value, "outcome": self.outcome, "detail": self.detail}
+
+
+@dataclass
+class Report:
+    hooks_dir: Path
+    hooks: list[HookStep] = field(default_factory=list)
+    config: list[ConfigStep] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        quiet = (UNCHANGED, ABSENT, FOREIGN, CONFLICT)
+        return any(step.outcome not in quiet for step in [*self.hooks, *self.config])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hooks_dir": str(self.hooks_dir), "changed": self.changed,
+            "hooks": [h.to_json() for h in self.hooks],
+            "config": [c.to_json() for c in self.config],
+            "warnings": list(self.warnings),
+        }
+
+
+class InstallReport(Report):
+    """What ``install`` did."""
+
+
+class UninstallReport(Report):
+    """What ``uninstall`` did."""
+
+
+# -- install ----------------------------------------------------------------------------
+
+
+def install(repo: pygit2.Repository) -> InstallReport:
+    """Install both hooks (chaining foreign ones) and the notes configuration.
+
+    Every precondition is checked before anything is written, so a refusal
+    (InstallError) leaves the repository untouched. Running it again changes
+    nothing.
+    """
+    directory = hooks_dir(repo)
+    _refuse_generated_hooks_dir(directory)
+    plans = [_plan_hook(directory, name) for name in HOOK_NAMES]
+    report = InstallReport(directory, warnings=_hooks_dir_warnings(repo, directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        report.hooks = [apply() for apply in plans]
+    except OSError as exc:
+        raise InstallError(f"cannot write hooks in {directory}: {exc}") from exc
+    with _config_errors(repo):
+        report.config = [*(_add_multivar(repo, key) for key in MULTIVAR_KEYS), _set_merge_strategy(repo)]
+    report.warnings += [r.warning for r in forced_notes_refspecs(repo)]
+    report.warnings += [step.detail for step in report.config if step.outcome == CONFLICT]
+    return report
+
+
+def _refuse_generated_hooks_dir(directory: Path) -> None:
+    # husky regenerates .husky/_ and its scripts find the user's hook by their own
+    # file name, so a chained husky script would silently run nothing.
+    if ".husky" in directory.parts:
+        raise InstallError(
+            f"core.hooksPath points at husky's directory ({directory}); husky rewrites those "
+            "files. Add this line to .husky/pre-push instead: "
+            f'{COMMAND} hook pre-push "$@"  (and `{COMMAND} hook post-commit` to .husky/post-commit)')
+
+
+def _plan_hook(directory: Path, name: str) -> Callable[[], HookStep]:
+    """Decide what to do with one hook; raise InstallError before any write."""
+    path, chained = directory / name, chained_path(directory / name)
+    script = hook_script(name)
+    if not os.path.lexists(path):
+        extra = f"; it runs the existing {chained.name}" if os.path.lexists(chained) else ""
+        return lambda: _written(path, script, INSTALLED, f"installed{extra}")
+    if is_gitproof_hook(path):
+        if _current(path, script):
+            return lambda: HookStep(name, UNCHANGED, "already installed")
+        return lambda: _written(path, script, UPDATED, "updated to this version of gitproof")
+    if not os.path.lexists(chained):
+        return lambda: _chain(path, chained, script)
+    if _same_content(path, chained):
+        return lambda: _written(path, script, CHAINED,
+                                f"existing hook is identical to {chained.name}, which ours runs first")
+    raise InstallError(
+        f"{path} is another tool's hook and {chained.name} already exists with different content; "
+        f"merge them by hand (keep one as {chained.name}) or remove one, then run install again")
+
+
+def _current(path: Path, script: bytes) -> bool:
+    return path.read_bytes() == script and os.access(path, os.X_OK)
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def _chain(path: Path, chained: Path, script: bytes) -> HookStep:
+    os.rename(path, chained)
+    return _written(path, script, CHAINED, f"existing hook moved to {chained.name}; ours runs it first")
+
+
+def _written(path: Path, script: bytes, outcome: str, detail: str) -> HookStep:
+    temporary = path.with_name(f".{path.name}.gitproof-new")
+    temporary.write_bytes(script)
+    os.chmod(temporary, 0o755)
+    os.replace(temporary, path)  # replaces a symlink itself, never the file it points to
+    return HookStep(path.name, outcome, detail)
+
+
+def _hooks_dir_warnings(repo: pygit2.Repository, directory: Path) -> list[str]:
+    warnings = []
+    level = _config_level(repo, "core.hooksPath")
+    if level is not None and level < pygit2.enums.ConfigLevel.LOCAL:
+        warnings.append(f"core.hooksPath comes from your {level.name.lower()} git config: the hooks in "
+                        f"{directory} run in every repository that uses that directory")
+    workdir = Path(repo.workdir).resolve() if repo.workdir else None
+    if workdir and directory.is_relative_to(workdir) and not directory.is_relative_to(common_dir(repo)):
+        warnings.append(f"the hooks directory {directory} is inside the working tree: "
+                        "the hook files show up in `git status`")
+    return warnings
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+@contextmanager
+def _config_errors(repo: pygit2.Repository) -> Iterator[None]:
+    try:
+        yield
+    except (pygit2.GitError, OSError) as exc:
+        raise InstallError(f"cannot update the git config in {common_dir(repo)}: {exc}") from exc
+
+
+def _config_key(name: str) -> str:
+    """How libgit2 spells a key when listing: section and key lowercase, subsection kept."""
+    parts = name.split(".")
+    return ".".join([parts[0].lower(), *parts[1:-1], parts[-1].lower()])
+
+
+def _config_entries(repo: pygit2.Repository, name: str) -> list[tuple[str, pygit2.enums.ConfigLevel]]:
+    wanted = _config_key(name)
+    return [(entry.value, pygit2.enums.ConfigLevel(entry.level))
+            for entry in repo.config if entry.name == wanted]
+
+
+def _config_get(repo: pygit2.Repository, name: str) -> str | None:
+    try:
+        return repo.config[name]
+    except KeyError:
+        return None
+
+
+def _config_bool(repo: pygit2.Repository, name: str) -> bool | None:
+    try:
+        return repo.config.get_bool(name)
+    except (KeyError, pygit2.GitError):
+        return None
+
+
+def _config_level(repo: pygit2.Repository, name: str) -> pygit2.enums.ConfigLevel | None:
+    levels = [level for _, level in _config_entries(repo, name)]
+    return max(levels) if levels else None
+
+
+def _covering_value(repo: pygit2.Repository, key: str) -> tuple[str, pygit2.enums.ConfigLevel] | None:
+    """The value of a notes ref list (exact or glob) that already names our ref."""
+    for value, level in _config_entries(repo, key):
+        if value == NOTES_REF or fnmatch.fnmatchcase(NOTES_REF, value):
+            return value, level
+    return None
+
+
+def _add_multivar(repo: pygit2.Repository, key: str) -> ConfigStep:
+    covering = _covering_value(repo, key)
+    if covering is None:
+        # The value pattern matches nothing yet, so libgit2 appends a new value.
+        repo.config.set_multivar(key, _VALUE_PATTERN, NOTES_REF)
+        return ConfigStep(key, NOTES_REF, SET, "set")
+    value, level = covering
+    where = "" if level >= pygit2.enums.ConfigLevel.LOCAL else f" in {level.name.lower()} config"
+    how = "already set" if value == NOTES_REF else f"already covered by {value}"
+    return ConfigStep(key, NOTES_REF, UNCHANGED, how + where)
+
+
+def _set_merge_strategy(repo: pygit2.Repository) -> ConfigStep:
+    current = _config_get(repo, MERGE_STRATEGY_KEY)
+    if current is None:
+        repo.config[MERGE_STRATEGY_KEY] = MERGE_STRATEGY
+        return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, SET, "set")
+    if current == MERGE_STRATEGY:
+        return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, UNCHANGED, "already set")
+    return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, CONFLICT,
+                      f"{MERGE_STRATEGY_KEY} is {current!r}, left as it is: {_strategy_problem(current)}; "
+                      f"to fix: git config {MERGE_STRATEGY_KEY} {MERGE_STRATEGY}")
+
+
+def _strategy_problem(strategy: str) -> str:
+    problems = {
+        "cat_sort_uniq": "it sorts the lines of both notes and scrambles multi-line receipts",
+        "ours": "it drops the other side's receipts", "theirs": "it drops our receipts",
+        "manual": "it stops for a manual merge, which a hook cannot do",
+    }
+    return problems.get(strategy.lower(), "not a strategy gitproof knows")
+
+
+# -- forced fetch refspecs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForcedRefspec:
+    remote: str
+    refspec: str
+
+    @property
+    def warning(self) -> str:
+        return (f"remote {self.remote!r} fetches with the forced refspec {self.refspec!r}: a forced "
+                f"fetch into {NOTES_REF} overwrites local receipts that are not pushed yet; "
+                f"`git gpu-proof fetch` merges them instead")
+
+    @property
+    def fix(self) -> str:
+        return f"git config --fixed-value --unset remote.{self.remote}.fetch '{self.refspec}'"
+
+
+def forced_notes_refspecs(repo: pygit2.Repository) -> list[ForcedRefspec]:
+    """Fetch refspecs that force-update our notes ref (``+...:refs/notes/*`` and the like)."""
+    return [ForcedRefspec(remote.name, spec)
+            for remote in repo.remotes for spec in remote.fetch_refspecs
+            if _forces_notes_ref(spec)]
+
+
+def _forces_notes_ref(refspec: str) -> bool:
+    if not refspec.startswith("+"):
+        return False
+    _, _, destination = refspec[1:].partition(":")
+    if "*" not in destination:
+        return destination == NOTES_REF
+    prefix, _, suffix = destination.partition("*")
+    return (len(NOTES_REF) >= len(prefix) + len(suffix)
+            and NOTES_REF.startswith(prefix) and NOTES_REF.endswith(suffix))
+
+
+# -- uninstall --------------------------------------------------------------------------------
+
+
+def uninstall(repo: pygit2.Repository) -> UninstallReport:
+    """Remove our hooks (restoring chained ones) and the configuration install added.
+
+    Foreign hooks stay as they are, receipts are never touched, and running it
+    twice is harmless.
+    """
+    directory = hooks_dir(repo)
+    report = UninstallReport(directory)
+    try:
+        report.hooks = [_remove_hook(directory / name) for name in HOOK_NAMES]
+    except OSError as exc:
+        raise InstallError(f"cannot remove hooks from {directory}: {exc}") from exc
+    with _config_errors(repo):
+        report.config = [*(_remove_multivar(repo, key) for key in MULTIVAR_KEYS),
+                         _remove_merge_strategy(repo)]
+        if any(step.outcome == REMOVED for step in report.config):
+            _drop_empty_sections(common_dir(repo) / "config")
+    return report
+
+
+def _remove_hook(path: Path) -> HookStep:
+    chained = chained_path(path)
+    if os.path.lexists(path) and not is_gitproof_hook(path):
+        return HookStep(path.name, FOREIGN, "not installed by gitproof; left alone")
+    had_ours = os.path.lexists(path)
+    if had_ours:
+        os.remove(path)
+    if os.path.lexists(chained):
+        os.rename(chained, path)
+        return HookStep(path.name, RESTORED, f"{'removed; ' if had_ours else ''}restored {chained.name}")
+    return HookStep(path.name, REMOVED if had_ours else ABSENT, "removed" if had_ours else "not installed")
+
+
+def _remove_multivar(repo: pygit2.Repository, key: str) -> ConfigStep:
+    levels = [level for value, level in _config_entries(repo, key) if value == NOTES_REF]
+    if pygit2.enums.ConfigLevel.LOCAL in levels:
+        repo.config.delete_multivar(key, _VALUE_PATTERN)
+        return ConfigStep(key, NOTES_REF, REMOVED, "removed")
+    elsewhere = f"set in {max(levels).name.lower()} config; left alone" if levels else "not set"
+    return ConfigStep(key, NOTES_REF, ABSENT, elsewhere)
+
+
+def _remove_merge_strategy(repo: pygit2.Repository) -> ConfigStep:
+    local = [value for value, level in _config_entries(repo, MERGE_STRATEGY_KEY)
+             if level == pygit2.enums.ConfigLevel.LOCAL]
+    if local and local[-1] == MERGE_STRATEGY:
+        del repo.config[MERGE_STRATEGY_KEY]
+        return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, REMOVED, "removed")
+    detail = f"is {local[-1]!r}, not ours; left alone" if local else "not set"
+    return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, ABSENT, detail)
+
+
+def _drop_empty_sections(config_file: Path) -> None:
+    """Remove the [notes] / [notes "gpu-proof"] headers our removals left empty.
+
+    libgit2 (like `git config --unset`) keeps a section header after its last
+    key is gone; dropping it makes install + uninstall leave the file as it
+    was. Done under git's lock file; skipped if someone else holds it.
+    """
+    lines = config_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for i, line in enumerate(lines)
+            if not (_EMPTY_SECTIONS.match(line) and _section_ends(lines, i + 1))]
+    if kept == lines:
+        return
+    lock = config_file.with_name(config_file.name + ".lock")
+    try:
+        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write("".join(kept))
+    shutil.copymode(config_file, lock)
+    os.replace(lock, config_file)
+
+
+def _section_ends(lines: list[str], start: int) -> bool:
+    return start >= len(lines) or lines[start].lstrip().startswith("[")
+
+
+# -- doctor -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "message": self.message, "fix": self.fix}
+
+
+@dataclass
+class DoctorReport:
+    hooks_dir: Path
+    checks: list[Check]
+    receipts: int | None
+    pending: int | None
+
+    @property
+    def ok(self) -> bool:
+        return not any(check.status == FAIL for check in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "hooks_dir": str(self.hooks_dir), "receipts": self.receipts,
+                "pending": self.pending, "checks": [c.to_json() for c in self.checks]}
+
+
+def doctor(repo: pygit2.Repository) -> DoctorReport:
+    """Check everything gitproof needs in this repository; nothing is changed."""
+    directory = hooks_dir(repo)
+    checks = [_check_hook(directory, "pre-push", FAIL), _check_hook(directory, "post-commit", WARN),
+              _check_display_ref(repo), _check_rewrite_ref(repo), _check_merge_strategy(repo),
+              _check_fetch_refspecs(repo), _check_signing_key(repo)]
+    policy_check, policy = _check_policy(repo)
+    checks += [policy_check, _check_allowed_signers(repo, policy), _check_command()]
+    receipts, pending = _count_receipts(repo), _count_pending(repo)
+    checks += [receipts[0], pending[0]]
+    return DoctorReport(directory, checks, receipts[1], pending[1])
+
+
+def _check_hook(directory: Path, name: str, missing: str) -> Check:
+    label, path = f"{name} hook", directory / name
+    install_fix = "git gpu-proof install"
+    if not os.path.lexists(path):
+        return Check(label, missing, f"not installed in {directory}", install_fix)
+    if not is_gitproof_hook(path):
+        return Check(label, missing, f"{path} is another tool's hook; gitproof's is not installed",
+                     f"{install_fix}  (keeps that hook as {name}{CHAINED_SUFFIX} and runs it first)")
+    if not os.access(path, os.X_OK):
+        return Check(label, FAIL, f"{path} is not executable, so git skips it", install_fix)
+    if path.read_bytes() != hook_script(name):
+        return Check(label, WARN, f"{path} is from another version of gitproof", install_fix)
+    return _check_chained(label, path)
+
+
+def _check_chained(label: str, path: Path) -> Check:
+    chained = chained_path(path)
+    if not os.path.lexists(chained):
+        return Check(label, OK, f"installed in {path.parent}")
+    if not os.access(chained, os.X_OK):
+        return Check(label, WARN, f"installed; {chained.name} is not executable and is skipped",
+                     f"chmod +x {chained}")
+    return Check(label, OK, f"installed in {path.parent}; runs {chained.name} first")
+
+
+def _check_notes_list(repo: pygit2.Repository, key: str, why: str) -> Check:
+    covering = _covering_value(repo, key)
+    if covering is None:
+        return Check(key, WARN, f"does not include {NOTES_REF}: {why}", "git gpu-proof install")
+    via = "" if covering[0] == NOTES_REF else f" (via {covering[0]})"
+    return Check(key, OK, f"includes {NOTES_REF}{via}")
+
+
+def _check_display_ref(repo: pygit2.Repository) -> Check:
+    return _check_notes_list(repo, "notes.displayRef", "`git log` does not show receipts")
+
+
+def _check_rewrite_ref(repo: pygit2.Repository) -> Check:
+    check = _check_notes_list(repo, "notes.rewriteRef",
+                              "`git commit --amend` and `git rebase` drop receipts")
+    if check.status != OK:
+        return check
+    off = [cmd for cmd in ("amend", "rebase") if _config_bool(repo, f"notes.rewrite.{cmd}") is False]
+    if off:
+        keys = ", ".join(f"notes.rewrite.{cmd}" for cmd in off)
+        return Check(check.name, WARN, f"{keys} false: receipts are not copied there",
+                     f"git config --unset {'notes.rewrite.' + off[0]}")
+    return check
+
+
+def _check_merge_strategy(repo: pygit2.Repository) -> Check:
+    fix = f"git config {MERGE_STRATEGY_KEY} {MERGE_STRATEGY}"
+    current = _config_get(repo, MERGE_STRATEGY_KEY)
+    if current == MERGE_STRATEGY:
+        return Check(MERGE_STRATEGY_KEY, OK, MERGE_STRATEGY)
+    if current is None:
+        return Check(MERGE_STRATEGY_KEY, WARN, "not set: `git notes merge` stops for a manual merge", fix)
+    status = FAIL if current.lower() == "cat_sort_uniq" else WARN
+    return Check(MERGE_STRATEGY_KEY, status, f"{current}: {_strategy_problem(current)}", fix)
+
+
+def _check_fetch_refspecs(repo: pygit2.Repository) -> Check:
+    forced = forced_notes_refspecs(repo)
+    if not forced:
+        return Check("fetch refspecs", OK, f"no forced fetch into {NOTES_REF}")
+    return Check("fetch refspecs", FAIL, "; ".join(f.warning for f in forced), forced[0].fix)
+
+
+def _check_signing_key(repo: pygit2.Repository) -> Check:
+    try:
+        key = resolve_signing_key(repo)
+    except SigningError as exc:
+        return Check("signing key", WARN, f"cannot sign receipts here: {exc}",
+                     "git config user.signingKey ~/.ssh/id_ed25519.pub  (an SSH key)")
+    shown = key.spec if not key.literal else key.spec[:40] + "..."
+    return Check("signing key", OK, f"{shown} (from {key.source})")
+
+
+def _check_policy(repo: pygit2.Repository) -> tuple[Check, Policy | None]:
+    try:
+        policy = load_policy(repo)
+    except PolicyError as exc:
+        return Check("policy", FAIL, str(exc), "fix [tool.gpu_proof] in pyproject.toml"), None
+    paths = ", ".join(policy.fingerprint_paths)
+    return Check("policy", OK, f"{policy.source}: fingerprint paths {paths}"), policy
+
+
+def _check_allowed_signers(repo: pygit2.Repository, policy: Policy | None) -> Check:
+    name = "allowed signers"
+    if policy is None:
+        return Check(name, FAIL, "not checked: the policy is invalid", "fix the policy first")
+    try:
+        verifier = open_verifier(repo, policy)
+    except (TrustError, PolicyError) as exc:
+        return Check(name, FAIL, str(exc), "set [tool.gpu_proof] allowed_signers in pyproject.toml "
+                                           "or git config gpg.ssh.allowedSignersFile")
+    signers = verifier.trust.signers
+    if verifier.trust.warnings:
+        return Check(name, WARN, f"{signers.source}: " + "; ".join(verifier.trust.warnings),
+                     f"correct the skipped lines in {signers.source}")
+    return Check(name, OK, f"{len(signers.signers)} signer(s) in {signers.source}")
+
+
+def _check_command() -> Check:
+    found = shutil.which(COMMAND)
+    if found is None:
+        return Check(COMMAND, FAIL, "not on PATH: the pre-push hook will refuse every push",
+                     "activate the virtualenv that has gitproof, or pip install gitproof")
+    return Check(COMMAND, OK, found)
+
+
+def _count_receipts(repo: pygit2.Repository) -> tuple[Check, int | None]:
+    try:
+        count = len(NotesStore(repo).annotated_commits())
+    except (NotesError, pygit2.GitError) as exc:
+        return Check("receipts", FAIL, f"cannot read {NOTES_REF}: {exc}", "git fsck"), None
+    return Check("receipts", OK, f"{count} commit(s) with receipts in {NOTES_REF}"), count
+
+
+def _count_pending(repo: pygit2.Repository) -> tuple[Check, int | None]:
+    try:
+        count = len(PendingStore(repo).list())
+    except (NotesError, pygit2.GitError, KeyError) as exc:
+        return Check("pending receipts", WARN, f"cannot read pending receipts: {exc}"), None
+    return Check("pending receipts", OK, f"{count} pending receipt(s) for uncommitted code"), count
