@@ -129,7 +129,7 @@ class PushCheck:
             result.unchanged.append(update.remote_ref)
             return
         result.checked.append(update.remote_ref)
-        for commit in self._commits_to_validate(tip, new, tip_trees, base_trees):
+        for commit in self._commits_to_validate(tip, new):
             verdict = self.verifier.verify(commit)
             if not verdict.ok:
                 result.problems.append(self._problem(commit, update, verdict, base_trees))
@@ -149,8 +149,10 @@ class PushCheck:
 
     def _new_commits(self, tip: pygit2.Commit, update: RefUpdate) -> tuple[list[pygit2.Commit], list[pygit2.Commit]]:
         """Commits the remote lacks (oldest first) and where they meet what it has."""
-        hidden = [self.repo[update.remote_sha].id] if update.remote_known and update.remote_sha in self.repo \
-            else self._remote_tracking_tips()
+        if update.remote_known and update.remote_sha in self.repo:
+            hidden = [self.repo[update.remote_sha].id]
+        else:  # a new branch, or a force push over a tip we never fetched
+            hidden = self._remote_tracking_tips()
         walker = self.repo.walk(tip.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.REVERSE)
         for oid in hidden:
             walker.hide(oid)
@@ -159,8 +161,7 @@ class PushCheck:
         bases = {p.id: p for c in new for p in c.parents if p.id not in new_ids}
         return new, list(bases.values())
 
-    def _commits_to_validate(self, tip: pygit2.Commit, new: list[pygit2.Commit], tip_trees: Trees,
-                             base_trees: list[Trees]) -> list[pygit2.Commit]:
+    def _commits_to_validate(self, tip: pygit2.Commit, new: list[pygit2.Commit]) -> list[pygit2.Commit]:
         if self.mode == "tip":
             return [tip]
         # "every": each pushed commit that changes the fingerprint relative to its first parent.
