@@ -91,7 +91,7 @@ def _markers(config: pytest.Config) -> tuple[str, ...]:
     if recorder is not None and recorder.recording is not None:
         return recorder.recording.policy.markers
     try:  # an xdist worker: no recorder here, read the policy itself
-        return load_policy(record.open_repository(Path(config.rootpath))).markers
+        return load_policy(record.open_repository(Path(config.invocation_params.dir))).markers
     except (record.RecordError, PolicyError):
         return ("gpu_proof", "gpu_equivalence")
 
@@ -134,7 +134,7 @@ class Recorder:
             mode=self.config.getoption("gpu_proof_mode"),
         )
         try:
-            self.recording = record.prepare(Path(self.config.rootpath), options)
+            self.recording = record.prepare(Path(self.config.invocation_params.dir), options)
         except (record.RecordError, SigningError, PolicyError) as exc:
             raise pytest.UsageError(f"gpu-proof: {exc}. Nothing recorded.") from exc
 

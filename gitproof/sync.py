@@ -200,7 +200,24 @@ def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str]
         if atomic and "atomic" in result.stderr and "support" in result.stderr:
             atomic = False
             continue
-        if not any(NOTES_REF in line and "[rejected]" in line for line in result.stderr.splitlines()):
+        if not _notes_push_was_stale(result.stderr):
             raise SyncError(f"push to {remote} failed:\n{result.stderr.strip()}")
         fetch(repo, remote)
     raise SyncError(f"the receipts on {remote} kept changing; {attempts} attempts failed, try again")
+
+
+def _notes_push_was_stale(stderr: str) -> bool:
+    """Only the notes ref was rejected, because the remote's receipts moved on.
+
+    In an atomic push every other ref then reads "atomic push failed"; a branch
+    rejected on its own account is the user's problem, not a race to retry.
+    """
+    notes_stale = branch_rejected = False
+    for line in stderr.splitlines():
+        if "[rejected]" not in line and "[remote rejected]" not in line:
+            continue
+        if NOTES_REF in line.split("->")[0]:
+            notes_stale = notes_stale or any(s in line for s in ("non-fast-forward", "fetch first"))
+        elif "atomic push failed" not in line:
+            branch_rejected = True
+    return notes_stale and not branch_rejected

@@ -97,8 +97,8 @@ def load_trust(repo: pygit2.Repository, policy: Policy, now: datetime | None = N
     cannot add its own key.
     """
     try:
-        if policy.allowed_signers and trust_rev:
-            signers = _signers_at(repo, trust_rev, policy.allowed_signers)
+        if trust_rev:
+            signers = _trusted_signers(repo, policy, trust_rev)
         else:
             signers = AllowedSigners.from_file(_signers_path(repo, policy))
         revocation = _config_path(repo, "gpg.ssh.revocationFile")
@@ -122,6 +122,24 @@ def _signers_path(repo: pygit2.Repository, policy: Policy) -> Path:
     if not path.is_file():
         raise TrustError(f"allowed signers file {path} (from {origin}) does not exist")
     return path
+
+
+def _trusted_signers(repo: pygit2.Repository, policy: Policy, rev: str) -> AllowedSigners:
+    """Nothing from the working tree: the policy's file, or a relative
+    gpg.ssh.allowedSignersFile, is read from ``rev``; only an absolute
+    configured path (the CI machine's own file) is read from disk."""
+    if policy.allowed_signers:
+        return _signers_at(repo, rev, policy.allowed_signers)
+    try:
+        configured = repo.config["gpg.ssh.allowedSignersFile"]
+    except KeyError:
+        raise TrustError(f"no allowed signers configured at {rev}: set [tool.gpu_proof] "
+                         "allowed_signers there, or git config gpg.ssh.allowedSignersFile "
+                         "to an absolute path") from None
+    path = Path(configured).expanduser()
+    if path.is_absolute():
+        return AllowedSigners.from_file(_signers_path(repo, policy))
+    return _signers_at(repo, rev, path.as_posix())
 
 
 def _signers_at(repo: pygit2.Repository, rev: str, path: str) -> AllowedSigners:
@@ -290,7 +308,7 @@ class Verifier:
         """Explain a missing receipt: name the nearest earlier one, if any."""
         annotated = self.notes.annotated_commits()
         if not annotated:
-            return Failure("no-receipt", "no receipt")
+            return Failure("no-receipt", "no receipt" + self._shallow_hint())
         walker = self.repo.walk(commit.id, pygit2.enums.SortMode.TOPOLOGICAL)
         for count, ancestor in enumerate(walker):
             if count >= _HISTORY_LIMIT:
@@ -307,7 +325,13 @@ class Verifier:
                                    f"GPU code changed since the receipt on {short}: "
                                    + ", ".join(changed[:10])
                                    + (f" (+{len(changed) - 10} more)" if len(changed) > 10 else ""))
-        return Failure("no-receipt", "no receipt")
+        return Failure("no-receipt", "no receipt" + self._shallow_hint())
+
+    def _shallow_hint(self) -> str:
+        if not self.repo.is_shallow:
+            return ""
+        return (" (this clone is shallow: a receipt on an older commit with the same GPU code "
+                "would not be found; fetch the full history, e.g. git fetch --unshallow)")
 
 
 def _located(failure: Failure, commit: pygit2.Commit) -> Failure:

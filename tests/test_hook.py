@@ -210,3 +210,30 @@ def test_garbage_remote_notes_do_not_break_the_hook(world, clone):
     result = push(clone, "origin", "main")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_push_of_only_the_receipts(world, clone):
+    attach_receipt(clone, world.key(ALICE))
+    result = gp(clone, "push", "origin", NOTES_REF)
+    assert result.returncode == 0, result.stderr
+    assert remote_has(world, NOTES_REF) == git(clone, "rev-parse", NOTES_REF)
+
+
+def test_push_with_a_rejected_branch_reports_git_at_once(world, clone):
+    other = world.clone("other")
+    change_docs(other, "theirs\n", "their docs")
+    assert push(other, "origin", "main").returncode == 0
+    change_docs(clone, "mine\n", "my docs")
+    attach_receipt(clone, world.key(ALICE))
+    result = gp(clone, "push")
+    assert result.returncode == 1
+    assert "kept changing" not in result.stderr and "main" in result.stderr
+    assert "non-fast-forward" in result.stderr or "fetch first" in result.stderr
+
+
+def test_run_with_a_key_file_outside_the_checkout(world, clone):
+    change_kernel(clone)
+    git(clone, "config", "--unset", "user.signingKey")
+    result = gp(clone, "run", "--key", str(world.key(ALICE).private))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert push(clone, "origin", "main").returncode == 0

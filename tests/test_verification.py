@@ -232,3 +232,32 @@ def test_revoked_key_no_longer_validates(project):
     verdict = project.verify()
     assert verdict.state == UNVALIDATED and "revoked" in verdict.reasons[0].message
     assert verdict.reasons[0].code == "key-revoked"
+
+
+def test_trust_ref_reads_a_relative_configured_signers_file_from_the_trusted_revision(project, keygen):
+    """With --trust-ref nothing comes from the working tree, a relative git-config path included."""
+    git(project.root, "config", "gpg.ssh.allowedSignersFile", ".gpu-proof/allowed_signers")
+    commit_all(project.root, "trusted signers")
+    project.attach()
+    intruder = keygen("ed25519", "intruder")
+    project.trust_key(intruder, "alice@example.com")  # only in the working tree
+    project.attach(key=intruder)
+    no_policy = Policy()
+    trusted = Verifier(project.repo, no_policy, load_trust(project.repo, no_policy, trust_rev="HEAD"))
+    verdicts = trusted.receipts_on(project.repo.head.peel())
+    assert [v.ok for v in verdicts] == [True, False]
+    assert verdicts[1].failures[0].code == "signer-not-allowed"
+
+
+def test_shallow_clone_says_why_a_receipt_may_be_missing(project, tmp_path):
+    project.attach()
+    write_files(project.root, {"README.md": "docs\n"})
+    commit_all(project.root, "docs")
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", f"file://{project.root}", str(shallow))
+    (shallow / ".gpu-proof").mkdir(exist_ok=True)
+    (shallow / ".gpu-proof" / "allowed_signers").write_text(
+        (project.root / ".gpu-proof" / "allowed_signers").read_text())
+    repo = pygit2.Repository(str(shallow))
+    verdict = Verifier(repo, POLICY, load_trust(repo, POLICY)).verify(repo.head.peel())
+    assert not verdict.ok and "shallow" in verdict.reasons[0].message

@@ -8,7 +8,7 @@ import typer
 
 from gitproof.cli.common import errors_as_exit, fail, open_repo
 from gitproof.notes import NOTES_REF
-from gitproof.sync import SyncError, fetch, push_with_receipts
+from gitproof.sync import SyncError, fetch, push_notes, push_with_receipts
 
 
 def default_remote(repo: pygit2.Repository) -> str:
@@ -29,7 +29,8 @@ def command(
 
     Merges the remote's receipts into ours first, then pushes the branch and
     refs/notes/gpu-proof in one atomic push where the server supports it.
-    The pre-push hook still checks the branch.
+    The pre-push hook still checks the branch. `git gpu-proof push REMOTE
+    refs/notes/gpu-proof` pushes only the receipts.
     """
     repo = open_repo()
     remote = remote or default_remote(repo)
@@ -37,15 +38,20 @@ def command(
         if repo.head_is_detached:
             fail("HEAD is detached: name what to push, e.g. `git gpu-proof push origin HEAD:refs/heads/main`")
         refspecs = [repo.head.shorthand]
+    branches = [r for r in refspecs if NOTES_REF not in r]
     with errors_as_exit():
         fetch(repo, remote)
         try:
-            output = push_with_receipts(repo, remote, refspecs)
+            if branches:
+                output = push_with_receipts(repo, remote, branches)
+            else:  # only the receipts were asked for
+                push_notes(repo, remote)
+                output = ""
         except SyncError as exc:
             fail(str(exc), 1)
     if output:
         typer.echo(output, err=True)
-    typer.echo(f"gpu-proof: pushed {', '.join(refspecs)} and {NOTES_REF} to {remote}")
+    typer.echo(f"gpu-proof: pushed {' and '.join(branches + [NOTES_REF])} to {remote}")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,11 +13,13 @@ from gitproof.record import MODES
 
 def build_pytest_args(key: str | None, principal: str | None, mode: str,
                       extra: list[str]) -> list[str]:
-    args = ["--gpu-proof", "--gpu-proof-mode", mode]
+    # "--opt=value" in one argument: pytest would take a bare path argument (the key)
+    # into account when choosing its root directory.
+    args = ["--gpu-proof", f"--gpu-proof-mode={mode}"]
     if key:
-        args += ["--gpu-proof-key", key]
+        args.append(f"--gpu-proof-key={key}")
     if principal:
-        args += ["--gpu-proof-principal", principal]
+        args.append(f"--gpu-proof-principal={principal}")
     return args + list(extra)
 
 
