@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from gitproof.allowed_signers import AllowedSignersError
 from gitproof.fingerprint import FingerprintError
+from gitproof.install import InstallError
 from gitproof.notes import NotesError
 from gitproof.policy import PolicyError
 from gitproof.record import RecordError
@@ -11,4 +12,4 @@ from gitproof.sync import SyncError
 from gitproof.verification import TrustError
 
 KNOWN_ERRORS = (PolicyError, TrustError, RecordError, SigningError, NotesError,
-                FingerprintError, AllowedSignersError, SyncError)
+                FingerprintError, AllowedSignersError, SyncError, InstallError)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pygit2
 import typer
 
-from gitproof.cli.common import emit_json, fail
-from gitproof.install import InstallError, Report, install, uninstall
+from gitproof.cli.common import emit_json, errors_as_exit, fail
+from gitproof.install import Report, install, uninstall
 
 _JSON = typer.Option(False, "--json", help="Machine-readable output.")
 
@@ -37,24 +37,23 @@ def print_report(report: Report, as_json: bool) -> None:
 
 
 def install_command(as_json: bool = _JSON) -> None:
-    """Install the pre-push and post-commit hooks (an existing hook is kept and run
-    first) and configure git to show, keep and merge receipts."""
-    repo = open_any_repo()
-    try:
-        report = install(repo)
-    except InstallError as exc:
-        fail(str(exc))
+    """Install the pre-push and post-commit hooks and the notes configuration.
+
+    An existing hook is kept and run first; git is configured to show, keep
+    and merge receipts.
+    """
+    with errors_as_exit():
+        report = install(open_any_repo())
     print_report(report, as_json)
 
 
 def uninstall_command(as_json: bool = _JSON) -> None:
-    """Remove gitproof's hooks (restoring the hooks they ran) and the configuration
-    install added. Receipts are kept."""
-    repo = open_any_repo()
-    try:
-        report = uninstall(repo)
-    except InstallError as exc:
-        fail(str(exc))
+    """Remove gitproof's hooks and the configuration install added.
+
+    The hooks they chained are restored; receipts are kept.
+    """
+    with errors_as_exit():
+        report = uninstall(open_any_repo())
     print_report(report, as_json)
 
 
