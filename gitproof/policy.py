@@ -1,13 +1,16 @@
-"""The repository's policy: ``[tool.gpu_proof]`` in pyproject.toml.
+"""The repository's policy: ``[tool.gpu_proof]`` in pyproject.toml, a ``--policy`` file, flags.
 
-Unknown keys and wrong types are errors, because a typo must never quietly
-weaken what gets checked. Personal settings (signing key, principal) come
-from git config instead.
+Layers, strongest first: command-line flags, then a ``--policy`` file (TOML
+or JSON), then ``[tool.gpu_proof]``, then the defaults below. Unknown keys
+and wrong types are errors, because a typo must never quietly weaken what
+gets checked. Personal settings (signing key, principal) come from git
+config instead.
 """
 from __future__ import annotations
 
+import json
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,10 @@ from gitproof.fingerprint import FingerprintError, normalize_path
 PYPROJECT = "pyproject.toml"
 DEFAULT_MARKER = "gpu_proof"
 MARKER_ALIASES = {"gpu_proof": ("gpu_proof", "gpu_equivalence")}
+PUSH_CHECKS = ("tip", "every")
+MODES = ("local", "ci-gpu")
+SIGNER_SOURCES = ("allowed_signers", "github")
+SIGNER_MODES = ("open", "restricted")
 
 
 class PolicyError(Exception):
@@ -25,11 +32,41 @@ class PolicyError(Exception):
 
 
 @dataclass(frozen=True)
+class Shard:
+    """A named part of the suite with its own fingerprint paths and tests."""
+
+    name: str
+    paths: list[str]
+    tests: list[str]
+
+
+@dataclass(frozen=True)
 class Policy:
+    # what a receipt covers
     fingerprint_paths: list[str] = field(default_factory=lambda: ["src", "tests"])
     required_marker: str = DEFAULT_MARKER
+    required_tests: str | None = None
+    shards: dict[str, Shard] = field(default_factory=dict)
+    required_shards: list[str] | None = None
+    # who may sign
     allowed_signers: str | None = None
+    signer_source: str = "allowed_signers"
+    signer_mode: str = "open"
+    signers: list[str] | None = None
+    key_fingerprints: list[str] | None = None
+    github_url: str = "https://github.com"
+    github_cache_minutes: int = 60
+    allow_unsigned: bool = False
+    # what a run must show
+    allow_skipped: bool = False
+    expected_skips: list[str] | None = None
+    fail_on_skip: bool = False
+    max_age_days: int = 30
+    require_mode: str | None = None
+    require_gpu: bool = False
+    require_clean: bool = False
     include_gpu_uuid: bool = True
+    # the pre-push hook
     push_check: str = "tip"
     push_refs: list[str] = field(default_factory=lambda: ["refs/heads/*"])
     source: str = "defaults"
@@ -39,51 +76,132 @@ class Policy:
         """The marker and its aliases: tests carrying any of them are GPU tests."""
         return MARKER_ALIASES.get(self.required_marker, (self.required_marker,))
 
+    @property
+    def restricted(self) -> bool:
+        return self.signer_mode == "restricted"
 
-_TYPES: dict[str, type] = {
-    "fingerprint_paths": list,
-    "required_marker": str,
-    "allowed_signers": str,
-    "include_gpu_uuid": bool,
-    "push_check": str,
-    "push_refs": list,
+    def shards_to_check(self) -> list[Shard]:
+        names = self.required_shards if self.required_shards is not None else list(self.shards)
+        return [self.shards[name] for name in names]
+
+    def overridden(self, overrides: dict[str, Any], source: str) -> "Policy":
+        """This policy with ``overrides`` (from a policy file or flags) on top."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        if not values:
+            return self
+        checked = _validated(values, source, partial=True)
+        merged = replace(self, **checked, source=f"{source} over {self.source}")
+        _check_whole(merged, source)
+        return merged
+
+
+# key -> (accepted types, description for errors)
+_SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
+    "fingerprint_paths": ((list,), "a list of paths"),
+    "required_marker": ((str,), "a string"),
+    "required_tests": ((str,), "a path (string)"),
+    "shards": ((dict,), "a table of shards"),
+    "required_shards": ((list,), "a list of shard names"),
+    "allowed_signers": ((str,), "a path (string)"),
+    "signer_source": ((str,), f"one of {', '.join(SIGNER_SOURCES)}"),
+    "signer_mode": ((str,), f"one of {', '.join(SIGNER_MODES)}"),
+    "signers": ((list,), "a list of principal patterns"),
+    "key_fingerprints": ((list,), "a list of SHA256:... fingerprints"),
+    "github_url": ((str,), "a URL"),
+    "github_cache_minutes": ((int,), "a whole number of minutes"),
+    "allow_unsigned": ((bool,), "true or false"),
+    "allow_skipped": ((bool,), "true or false"),
+    "expected_skips": ((list,), "a list of test node ids"),
+    "fail_on_skip": ((bool,), "true or false"),
+    "max_age_days": ((int,), "a whole number of days (0 = today only)"),
+    "require_mode": ((str,), f"one of {', '.join(MODES)}"),
+    "require_gpu": ((bool,), "true or false"),
+    "require_clean": ((bool,), "true or false"),
+    "include_gpu_uuid": ((bool,), "true or false"),
+    "push_check": ((str,), f"one of {', '.join(PUSH_CHECKS)}"),
+    "push_refs": ((list,), "a list of ref patterns such as \"refs/heads/*\""),
 }
-PUSH_CHECKS = ("tip", "every")
+_CHOICES = {"signer_source": SIGNER_SOURCES, "signer_mode": SIGNER_MODES,
+            "require_mode": MODES, "push_check": PUSH_CHECKS}
+_STRING_LISTS = ("signers", "key_fingerprints", "expected_skips", "push_refs", "required_shards")
 
 
-def policy_from_table(table: dict[str, Any], source: str) -> Policy:
-    known = {f.name for f in fields(Policy)} - {"source"}
+def _validated(table: dict[str, Any], source: str, partial: bool = False) -> dict[str, Any]:
+    values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in known:
-            raise PolicyError(f"{source}: unknown key {key!r} in [tool.gpu_proof] "
-                              f"(known keys: {', '.join(sorted(known))})")
-        expected = _TYPES[key]
-        if not isinstance(value, expected):
-            raise PolicyError(f"{source}: [tool.gpu_proof] {key} must be a "
-                              f"{expected.__name__}, not {type(value).__name__}")
-    values = dict(table)
-    if values.get("push_check", "tip") not in PUSH_CHECKS:
-        raise PolicyError(f"{source}: [tool.gpu_proof] push_check must be one of "
-                          f"{', '.join(PUSH_CHECKS)}, not {values['push_check']!r}")
-    if not all(isinstance(r, str) and r.startswith("refs/") for r in values.get("push_refs", [])):
-        raise PolicyError(f"{source}: [tool.gpu_proof] push_refs must list ref patterns "
-                          "such as \"refs/heads/*\"")
-    if "fingerprint_paths" in values:
-        values["fingerprint_paths"] = _paths(values["fingerprint_paths"], source)
-    return Policy(**values, source=source)
+        if key not in _SCHEMA:
+            raise PolicyError(f"{source}: unknown policy key {key!r} (known keys: {', '.join(sorted(_SCHEMA))})")
+        types, description = _SCHEMA[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise PolicyError(f"{source}: {key} must be {description}, not {type(value).__name__} {value!r}")
+        values[key] = _normalized(key, value, source)
+    return values
 
 
-def _paths(raw: list[Any], source: str) -> list[str]:
+def _normalized(key: str, value: Any, source: str) -> Any:
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise PolicyError(f"{source}: {key} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
+    if key in _STRING_LISTS and not all(isinstance(v, str) and v for v in value):
+        raise PolicyError(f"{source}: {key} must be a list of non-empty strings")
+    if key == "fingerprint_paths":
+        return _paths(value, source, key)
+    if key == "shards":
+        return {name: _shard(name, spec, source) for name, spec in value.items()}
+    if key in ("max_age_days", "github_cache_minutes") and value < 0:
+        raise PolicyError(f"{source}: {key} must not be negative")
+    if key == "push_refs" and not all(r.startswith("refs/") for r in value):
+        raise PolicyError(f"{source}: push_refs must list ref patterns such as \"refs/heads/*\"")
+    if key == "key_fingerprints" and not all(k.startswith("SHA256:") for k in value):
+        raise PolicyError(f"{source}: key_fingerprints must be SHA256:... fingerprints "
+                          "(as `ssh-keygen -l` prints them)")
+    return value
+
+
+def _paths(raw: list[Any], source: str, key: str) -> list[str]:
     if not raw or not all(isinstance(p, str) for p in raw):
-        raise PolicyError(f"{source}: [tool.gpu_proof] fingerprint_paths must be a "
-                          "non-empty list of strings")
+        raise PolicyError(f"{source}: {key} must be a non-empty list of strings")
     try:
         paths = [normalize_path(p) for p in raw]
     except FingerprintError as exc:
         raise PolicyError(f"{source}: {exc}") from exc
     if len(set(paths)) != len(paths):
-        raise PolicyError(f"{source}: [tool.gpu_proof] fingerprint_paths lists a path twice")
+        raise PolicyError(f"{source}: {key} lists a path twice")
     return paths
+
+
+def _shard(name: str, spec: Any, source: str) -> Shard:
+    where = f"shards.{name}"
+    if not isinstance(spec, dict):
+        raise PolicyError(f"{source}: {where} must be a table with paths and tests")
+    unknown = set(spec) - {"paths", "tests"}
+    if unknown:
+        raise PolicyError(f"{source}: unknown key {sorted(unknown)[0]!r} in {where} (known: paths, tests)")
+    if "paths" not in spec:
+        raise PolicyError(f"{source}: {where} needs paths = [...]")
+    tests = spec.get("tests", [])
+    if not isinstance(tests, list) or not all(isinstance(t, str) and t for t in tests):
+        raise PolicyError(f"{source}: {where}.tests must be a list of test paths or node id prefixes")
+    return Shard(name, _paths(spec["paths"], source, f"{where}.paths"), list(tests))
+
+
+def _check_whole(policy: Policy, source: str) -> None:
+    """Rules that involve more than one key."""
+    if policy.allow_skipped and policy.expected_skips is not None:
+        raise PolicyError(f"{source}: allow_skipped and expected_skips exclude each other: "
+                          "accept any skip, or exactly the listed ones")
+    if policy.restricted and not (policy.signers or policy.key_fingerprints):
+        raise PolicyError(f"{source}: signer_mode = \"restricted\" needs signers or key_fingerprints")
+    if policy.restricted and policy.allow_unsigned:
+        raise PolicyError(f"{source}: a restricted policy never accepts unsigned receipts")
+    unknown = set(policy.required_shards or []) - set(policy.shards)
+    if unknown:
+        raise PolicyError(f"{source}: required_shards names undefined shard {sorted(unknown)[0]!r}")
+
+
+def policy_from_table(table: dict[str, Any], source: str) -> Policy:
+    policy = Policy(**_validated(table, source), source=source)
+    _check_whole(policy, source)
+    return policy
 
 
 def policy_from_toml(text: str, source: str) -> Policy:
@@ -95,6 +213,38 @@ def policy_from_toml(text: str, source: str) -> Policy:
     if not isinstance(table, dict):
         raise PolicyError(f"{source}: [tool.gpu_proof] must be a table")
     return policy_from_table(table, source)
+
+
+def read_policy_file(path: Path) -> dict[str, Any]:
+    """A ``--policy`` file: JSON, or TOML with the keys at the top or under [tool.gpu_proof]."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise PolicyError(f"{path}: not valid JSON: {exc}") from exc
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
+        data = data.get("tool", {}).get("gpu_proof", data)
+    if not isinstance(data, dict):
+        raise PolicyError(f"{path}: a policy file must hold an object of policy keys")
+    _validated(data, str(path), partial=True)
+    return data
+
+
+def read_node_ids(path: Path) -> list[str]:
+    """A file of test node ids, one per line; blank lines and # comments ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise PolicyError(f"cannot read {path}: {exc.strerror}") from exc
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def load_policy(repo: pygit2.Repository, rev: str | None = None) -> Policy:
@@ -119,3 +269,10 @@ def _policy_at(repo: pygit2.Repository, rev: str) -> Policy:
     except KeyError:
         return Policy(source=f"{rev}: (no {PYPROJECT})")
     return policy_from_toml(repo[blob.id].data.decode("utf-8"), f"{rev}:{PYPROJECT}")
+
+
+def known_keys() -> list[str]:
+    return sorted(_SCHEMA)
+
+
+assert set(_SCHEMA) == {f.name for f in fields(Policy)} - {"source"}, "schema and Policy disagree"

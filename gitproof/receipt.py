@@ -16,6 +16,8 @@ from typing import Any, Iterator
 MAGIC = "gpu-proof receipt v1"
 SIG_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 SIG_END = "-----END SSH SIGNATURE-----"
+UNSIGNED_TRAILER = "-----UNSIGNED RECEIPT-----"
+UNSIGNED_KEY = "unsigned"
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 FAILING_OUTCOMES = frozenset({"failed", "error"})
 MODES = ("local", "ci-gpu")
@@ -114,6 +116,8 @@ class Receipt:
     tests: list[TestResult]
     checks: list[dict[str, Any]] = field(default_factory=list)
     exit_status: int = 0
+    shard: str | None = None
+    ci: dict[str, Any] | None = None
     extra: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -148,6 +152,11 @@ class SignedReceipt:
     @property
     def text(self) -> str:
         return self.payload.decode("utf-8") + self.signature
+
+    @property
+    def unsigned(self) -> bool:
+        """A dry-run receipt (``run --unsigned``): no signature at all."""
+        return self.signature.rstrip("\n") == UNSIGNED_TRAILER
 
     @property
     def identity(self) -> str:
@@ -186,6 +195,8 @@ def serialize_payload(receipt: Receipt) -> bytes:
         f"time: {_format_time(receipt.started)} {_format_time(receipt.finished)}",
         f"mode: {receipt.mode}",
     ]
+    if receipt.shard is not None:
+        lines.append(f"shard: {escape(receipt.shard)}")
     for path, tree in receipt.trees.items():
         lines.append(f"tree: {tree or 'absent'} {escape(path)}")
     lines += [
@@ -196,6 +207,8 @@ def serialize_payload(receipt: Receipt) -> bytes:
         f"pytest-args: {_json(receipt.pytest_args)}",
     ]
     lines += [f"env: {escape(k)}={escape(v)}" for k, v in receipt.environment.items()]
+    if receipt.ci is not None:
+        lines.append(f"ci: {_json(receipt.ci)}")
     lines += [f"check: {_json(check)}" for check in receipt.checks]
     lines += [f"{key}: {value}" for key, value in receipt.extra]
     lines.append("")
@@ -209,7 +222,7 @@ class _HeaderParser:
     """Turns header lines into Receipt fields; strict about every known key."""
 
     SINGLE = ("verdict", "counts", "signer", "time", "mode", "commit", "branch",
-              "dirty-outside-paths", "exit-status", "pytest-args")
+              "dirty-outside-paths", "exit-status", "pytest-args", "shard", "ci")
 
     def __init__(self) -> None:
         self.seen: dict[str, str] = {}
@@ -368,6 +381,8 @@ def _build(header: _HeaderParser, tests: list[TestResult]) -> Receipt:
         dirty_outside=dirty == "yes", pytest_args=args, environment=header.env,
         gpus=header.gpus, tests=tests, checks=header.checks,
         exit_status=int(exit_status), extra=header.extra,
+        shard=unescape(header.seen["shard"]) if "shard" in header.seen else None,
+        ci=_json_object(header.seen["ci"], "ci") if "ci" in header.seen else None,
     )
     _check_consistency(receipt, header)
     return receipt
@@ -388,7 +403,7 @@ def _check_consistency(receipt: Receipt, header: _HeaderParser) -> None:
         raise ReceiptFormatError("verdict does not match the test results")
     if header.require("counts") != _counts_text(receipt.counts):
         raise ReceiptFormatError("counts do not match the test lines")
-    if not receipt.key_fingerprint.startswith("SHA256:") and receipt.key_fingerprint != "unsigned":
+    if not receipt.key_fingerprint.startswith("SHA256:") and receipt.key_fingerprint != UNSIGNED_KEY:
         raise ReceiptFormatError(f"bad key fingerprint {receipt.key_fingerprint!r}")
 
 
@@ -421,10 +436,14 @@ def split_note(text: str) -> Iterator[tuple[str, str]]:
             i = end
             continue
         start = i
-        while i < len(lines) and lines[i].rstrip("\n") != SIG_BEGIN:
+        while i < len(lines) and lines[i].rstrip("\n") not in (SIG_BEGIN, UNSIGNED_TRAILER):
             if i > start and lines[i].rstrip("\n") == MAGIC:
                 break
             i += 1
+        if i < len(lines) and lines[i].rstrip("\n") == UNSIGNED_TRAILER:
+            yield "".join(lines[start:i]), lines[i]
+            i += 1
+            continue
         if i >= len(lines) or lines[i].rstrip("\n") != SIG_BEGIN:
             yield "".join(lines[start:i]), ""
             continue
@@ -453,12 +472,16 @@ def parse_note(text: str) -> list[NoteEntry]:
 def _parse_entry(payload: str, signature: str, index: int) -> NoteEntry:
     if not payload:
         return NoteEntry(None, "text in note that is not a receipt", index)
-    if not signature.rstrip("\n").endswith(SIG_END):
+    trailer = signature.rstrip("\n")
+    if not trailer.endswith(SIG_END) and trailer != UNSIGNED_TRAILER:
         return NoteEntry(None, "receipt has no complete SSH signature block", index)
     try:
         receipt = parse_payload(payload.encode("utf-8"))
     except ReceiptFormatError as exc:
         return NoteEntry(None, f"malformed receipt: {exc}", index)
+    if (trailer == UNSIGNED_TRAILER) != (receipt.key_fingerprint == UNSIGNED_KEY):
+        return NoteEntry(None, "malformed receipt: 'unsigned' key without the unsigned trailer "
+                               "(or the reverse)", index)
     if not signature.endswith("\n"):
         signature += "\n"
     return NoteEntry(SignedReceipt(receipt, payload.encode("utf-8"), signature), None, index)

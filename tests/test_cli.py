@@ -86,7 +86,7 @@ def test_verify_exit_codes_and_reasons(project):
 @pytest.mark.parametrize("setup, args, message", [
     (lambda p: None, ["verify", "no-such-rev"], "unknown revision"),
     (lambda p: (p / ".gpu-proof" / "allowed_signers").unlink(), ["verify"], "does not exist"),
-    (lambda p: (p / "pyproject.toml").write_text("[tool.gpu_proof]\nbogus = 1\n"), ["verify"], "unknown key 'bogus'"),
+    (lambda p: (p / "pyproject.toml").write_text("[tool.gpu_proof]\nbogus = 1\n"), ["verify"], "unknown policy key 'bogus'"),
     (lambda p: (p / "pyproject.toml").write_text("[tool.gpu_proof\n"), ["status"], "not valid TOML"),
     (lambda p: None, ["log", "-n", "0"], "at least 1"),
 ])

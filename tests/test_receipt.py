@@ -115,3 +115,21 @@ def test_garbage_in_a_note_is_reported_and_good_receipts_still_read():
 def test_identity_differs_when_any_byte_differs():
     assert _signed().identity == _signed().identity
     assert _signed().identity != _signed(branch="other").identity
+
+
+def test_shard_and_ci_fields_round_trip():
+    receipt = make_receipt(shard="kernels", ci={"provider": "github-actions", "run_id": "42"})
+    payload = serialize_payload(receipt)
+    assert b"\nshard: kernels\n" in payload and b'\nci: {"provider": "github-actions"' in payload
+    assert parse_payload(payload) == receipt
+
+
+def test_unsigned_receipts_are_marked_as_such_and_nothing_else_passes_for_one():
+    from gitproof.receipt import UNSIGNED_TRAILER
+
+    receipt = make_receipt(key_fingerprint="unsigned")
+    note = serialize_payload(receipt).decode() + UNSIGNED_TRAILER + "\n\n" + _signed().text
+    entries = parse_note(note)
+    assert entries[0].signed.unsigned and not entries[1].signed.unsigned
+    lying = serialize_payload(make_receipt()).decode() + UNSIGNED_TRAILER + "\n"
+    assert "unsigned" in parse_note(lying)[0].error
