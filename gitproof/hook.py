@@ -122,7 +122,7 @@ class PushCheck:
         if not new:
             result.unchanged.append(update.remote_ref)
             return
-        result.attached += len(attach_pending(self.repo, self.verifier.policy.fingerprint_paths, new))
+        result.attached += len(attach_pending(self.repo, self.verifier.policy, new))
         tip_trees = self.verifier.trees_of(tip)
         base_trees = [self.verifier.trees_of(b) for b in bases]
         if any(trees == tip_trees for trees in base_trees) and self.mode == "tip":

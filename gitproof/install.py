@@ -606,11 +606,11 @@ def _check_allowed_signers(repo: pygit2.Repository, policy: Policy | None) -> Ch
     except (TrustError, PolicyError) as exc:
         return Check(name, FAIL, str(exc), "set [tool.gpu_proof] allowed_signers in pyproject.toml "
                                            "or git config gpg.ssh.allowedSignersFile")
-    signers = verifier.trust.signers
+    source = verifier.trust.source
     if verifier.trust.warnings:
-        return Check(name, WARN, f"{signers.source}: " + "; ".join(verifier.trust.warnings),
-                     f"correct the skipped lines in {signers.source}")
-    return Check(name, OK, f"{len(signers.signers)} signer(s) in {signers.source}")
+        return Check(name, WARN, "; ".join(verifier.trust.warnings),
+                     "correct the skipped lines in the allowed_signers file")
+    return Check(name, OK, source.describe())
 
 
 def _check_command() -> Check:

@@ -15,6 +15,7 @@ import pygit2
 
 from gitproof.fingerprint import commit_trees
 from gitproof.notes import NotesStore
+from gitproof.policy import Policy
 from gitproof.receipt import SignedReceipt, parse_note
 
 PENDING_PREFIX = "refs/gpu-proof/pending/"
@@ -61,20 +62,25 @@ class Attached:
     signed: SignedReceipt
 
 
-def attach_pending(repo: pygit2.Repository, paths: list[str],
+def attach_pending(repo: pygit2.Repository, policy: Policy,
                    commits: list[pygit2.Commit]) -> list[Attached]:
-    """Attach each pending receipt to the first of ``commits`` that records its content."""
+    """Attach each pending receipt to the first of ``commits`` that records its content.
+
+    Content means the trees at the receipt's own scope: its shard's paths, or
+    the policy's fingerprint paths.
+    """
     pending = PendingStore(repo)
     waiting = pending.list()
     if not waiting or not commits:
         return []
     notes = NotesStore(repo)
     attached = []
-    trees_by_commit = [(c, commit_trees(repo, c, paths)) for c in commits]
     for item in waiting:
+        shard = policy.shards.get(item.signed.receipt.shard or "")
+        paths = shard.paths if shard else policy.fingerprint_paths
         recorded = {p: item.signed.receipt.trees.get(p, "missing") for p in paths}
-        for commit, trees in trees_by_commit:
-            if trees == recorded:
+        for commit in commits:
+            if commit_trees(repo, commit, paths) == recorded:
                 notes.add(str(commit.id), item.signed)
                 pending.remove(item.ref)
                 attached.append(Attached(str(commit.id), item.ref, item.signed))

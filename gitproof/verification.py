@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import pygit2
 
-from gitproof.allowed_signers import AllowedSigners, AllowedSignersError, RevokedKeys, verify_signed_payload
+from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, RevokedKeys, SignerDecision,
+                                      match_pattern_list, verify_signed_payload)
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
-from gitproof.policy import Policy, load_policy
+from gitproof.policy import Policy, PolicyError, load_policy, read_node_ids
 from gitproof.receipt import SignedReceipt
 
 NAMESPACE = "gpu-proof"
@@ -27,6 +28,7 @@ VALIDATED = "validated"
 UNCHANGED = "unchanged"
 UNVALIDATED = "unvalidated"
 _HISTORY_LIMIT = 500
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class TrustError(Exception):
@@ -44,20 +46,51 @@ class Failure:
 
 # -- trust roots ------------------------------------------------------------------
 
-class Trust:
-    """Allowed signers plus revocations, with verdicts cached per receipt."""
+class SignerSource(Protocol):
+    """Where trusted keys come from: decides one signature for one principal."""
 
-    def __init__(self, signers: AllowedSigners, revoked: RevokedKeys | None,
-                 now: datetime | None = None) -> None:
-        self.signers = signers
-        self.revoked = revoked
-        self.now = now or datetime.now(timezone.utc)
-        self._cache: dict[str, Failure | None] = {}
+    @property
+    def warnings(self) -> list[str]: ...
+
+    def describe(self) -> str: ...
+
+    def decide(self, payload: bytes, armored: str, principal: str,
+               now: datetime) -> SignerDecision: ...
+
+
+@dataclass
+class AllowedSignersSource:
+    """git's mechanism: an allowed_signers file plus an optional revocation list."""
+
+    signers: AllowedSigners
+    revoked: RevokedKeys | None = None
 
     @property
     def warnings(self) -> list[str]:
         """Lines of the trust files that were skipped, as ssh-keygen would skip them."""
         return [f"allowed_signers line skipped: {error}" for error in self.signers.errors]
+
+    def describe(self) -> str:
+        return f"{len(self.signers.signers)} signer(s) in {self.signers.source}"
+
+    def decide(self, payload: bytes, armored: str, principal: str, now: datetime) -> SignerDecision:
+        return verify_signed_payload(payload, armored, principal, self.signers, self.revoked,
+                                     NAMESPACE, now)
+
+
+class Trust:
+    """A signer source, judged at one moment, with verdicts cached per receipt."""
+
+    def __init__(self, source: SignerSource, now: datetime | None = None,
+                 allow_unsigned: bool = False) -> None:
+        self.source = source
+        self.now = now or datetime.now(timezone.utc)
+        self.allow_unsigned = allow_unsigned
+        self._cache: dict[str, Failure | None] = {}
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.source.warnings
 
     def failure(self, signed: SignedReceipt) -> Failure | None:
         key = signed.identity
@@ -67,8 +100,12 @@ class Trust:
 
     def _check(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
-        decision = verify_signed_payload(signed.payload, signed.signature, receipt.signer,
-                                         self.signers, self.revoked, NAMESPACE, self.now)
+        if signed.unsigned:
+            if self.allow_unsigned:
+                return None
+            return Failure("unsigned", "receipt is unsigned (a dry run); "
+                                       "accepted only with --allow-unsigned")
+        decision = self.source.decide(signed.payload, signed.signature, receipt.signer, self.now)
         if not decision.allowed:
             return Failure(decision.code, decision.reason)
         if decision.fingerprint and decision.fingerprint != receipt.key_fingerprint:
@@ -97,15 +134,19 @@ def load_trust(repo: pygit2.Repository, policy: Policy, now: datetime | None = N
     cannot add its own key.
     """
     try:
-        if trust_rev:
-            signers = _trusted_signers(repo, policy, trust_rev)
-        else:
-            signers = AllowedSigners.from_file(_signers_path(repo, policy))
         revocation = _config_path(repo, "gpg.ssh.revocationFile")
         revoked = RevokedKeys.from_file(revocation) if revocation else None
+        if policy.signer_source == "github":
+            from gitproof.github_keys import github_source
+
+            source: SignerSource = github_source(policy, revoked)
+        elif trust_rev:
+            source = AllowedSignersSource(_trusted_signers(repo, policy, trust_rev), revoked)
+        else:
+            source = AllowedSignersSource(AllowedSigners.from_file(_signers_path(repo, policy)), revoked)
     except (AllowedSignersError, OSError) as exc:
         raise TrustError(str(exc)) from exc
-    return Trust(signers, revoked, now)
+    return Trust(source, now, policy.allow_unsigned)
 
 
 def _signers_path(repo: pygit2.Repository, policy: Policy) -> Path:
@@ -191,8 +232,147 @@ class CoversTrees:
             return None
         changed = changed_fingerprint_paths(self.repo, theirs, self.trees)
         return Failure("fingerprint-changed",
-                       "code differs from the receipt's: " + ", ".join(changed[:10])
-                       + (f" (+{len(changed) - 10} more)" if len(changed) > 10 else ""))
+                       "code differs from the receipt's: " + _listing(changed))
+
+
+@dataclass
+class InScope:
+    """A shard's receipt counts for that shard only; an unsharded one only without shards."""
+
+    shard: str | None
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        theirs = signed.receipt.shard
+        if theirs == self.shard:
+            return None
+        if self.shard is None:
+            return Failure("wrong-shard", f"receipt covers shard {theirs!r}, but the policy defines no shards")
+        return Failure("wrong-shard", f"receipt covers {f'shard {theirs!r}' if theirs else 'no shard'}, "
+                                      f"not shard {self.shard!r}")
+
+
+@dataclass
+class SkipsAllowed:
+    """Skipped tests prove nothing: none allowed, any allowed, or exactly a baseline."""
+
+    allow_skipped: bool
+    expected: list[str] | None
+    partial: bool  # a shard's receipt: baseline entries outside it are not its business
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        outcomes = {t.nodeid: t.outcome for t in signed.receipt.tests}
+        skipped = sorted(n for n, o in outcomes.items() if o == "skipped")
+        if self.allow_skipped:
+            return None
+        if self.expected is None:
+            if not skipped:
+                return None
+            return Failure("skipped-tests", f"{len(skipped)} selected test(s) skipped: {_listing(skipped)} "
+                                            "(list expected skips in expected_skips, or pass --allow-skipped)")
+        new = [n for n in skipped if n not in self.expected]
+        if new:
+            return Failure("unexpected-skip", f"skipped but not in the expected skips: {_listing(new)}")
+        stale = [n for n in self.expected
+                 if outcomes.get(n, None if self.partial else "missing") not in (None, "skipped")]
+        if stale:
+            return Failure("stale-skip-baseline", f"expected to skip but did not: {_listing(stale)} "
+                                                  "(remove them from the expected skips)")
+        return None
+
+    def warning(self, signed: SignedReceipt) -> str | None:
+        skipped = [t.nodeid for t in signed.receipt.tests if t.outcome == "skipped"]
+        if self.allow_skipped and skipped:
+            return f"accepted {len(skipped)} skipped test(s) because skips are allowed: {_listing(skipped)}"
+        return None
+
+
+@dataclass
+class RunsRequiredTests:
+    """The receipt's test set is exactly the manifest (the part of it in this shard)."""
+
+    required: list[str]
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        ran = {t.nodeid for t in signed.receipt.tests}
+        wanted = set(self.required)
+        missing, extra = sorted(wanted - ran), sorted(ran - wanted)
+        if not missing and not extra:
+            return None
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} required test(s) not in the run: {_listing(missing)}")
+        if extra:
+            parts.append(f"{len(extra)} test(s) not in the required manifest: {_listing(extra)}")
+        return Failure("required-tests", "; ".join(parts))
+
+
+@dataclass
+class Fresh:
+    """Not too old, not from the future, not from before its commit existed."""
+
+    repo: pygit2.Repository
+    now: datetime
+    max_age_days: int
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        receipt = signed.receipt
+        if receipt.finished > self.now + CLOCK_SKEW or receipt.started > self.now + CLOCK_SKEW:
+            return Failure("future-receipt", f"receipt is dated {receipt.started.isoformat()}, in the future")
+        if self.max_age_days == 0 and receipt.finished.date() != self.now.date():
+            return Failure("too-old", f"receipt is from {receipt.finished.date()}; max_age_days = 0 "
+                                      "accepts only receipts from today (UTC)")
+        age = self.now - receipt.finished
+        if self.max_age_days and age > timedelta(days=self.max_age_days):
+            return Failure("too-old", f"receipt is {age.days} days old (max_age_days = {self.max_age_days})")
+        commit = self.repo.get(receipt.commit)
+        if isinstance(commit, pygit2.Commit):
+            made = datetime.fromtimestamp(commit.commit_time, timezone.utc)
+            if receipt.started < made - CLOCK_SKEW:
+                return Failure("before-commit", f"the run started {receipt.started.isoformat()}, before "
+                                                f"its commit {receipt.commit[:10]} was made ({made.isoformat()})")
+        return None
+
+
+@dataclass
+class SignerNarrowed:
+    """The policy may narrow the trusted signers: principal patterns and/or key fingerprints."""
+
+    signers: list[str] | None
+    key_fingerprints: list[str] | None
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        receipt = signed.receipt
+        if self.signers and not match_pattern_list(receipt.signer, ",".join(self.signers)):
+            return Failure("signer-not-allowed", f"signer {receipt.signer!r} is not in the policy's signers")
+        if self.key_fingerprints and receipt.key_fingerprint not in self.key_fingerprints:
+            return Failure("signer-not-allowed", f"key {receipt.key_fingerprint} is not in the policy's "
+                                                 "key_fingerprints")
+        return None
+
+
+@dataclass
+class RunConditions:
+    """Mode, GPU presence and cleanliness the policy demands."""
+
+    require_mode: str | None
+    require_gpu: bool
+    require_clean: bool
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        receipt = signed.receipt
+        if self.require_mode and receipt.mode != self.require_mode:
+            return Failure("wrong-mode", f"receipt mode is {receipt.mode}; the policy requires {self.require_mode}")
+        if self.require_gpu and not receipt.gpus:
+            return Failure("no-gpu", "receipt lists no GPU device; the policy requires one")
+        if self.require_clean and receipt.dirty_outside:
+            return Failure("dirty", "the run had uncommitted changes outside the fingerprint paths; "
+                                    "the policy requires a clean checkout")
+        return None
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 # -- verdicts -------------------------------------------------------------------------
@@ -202,6 +382,7 @@ class ReceiptVerdict:
     signed: SignedReceipt | None
     note_commit: str
     failures: list[Failure]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -209,13 +390,14 @@ class ReceiptVerdict:
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"note_commit": self.note_commit, "valid": self.ok,
-                                "failures": [f.to_json() for f in self.failures]}
+                                "failures": [f.to_json() for f in self.failures],
+                                "warnings": list(self.warnings)}
         if self.signed:
             r = self.signed.receipt
             data.update(signer=r.signer, key=r.key_fingerprint, verdict=r.verdict,
                         counts=r.counts, mode=r.mode, started=r.started.isoformat(),
                         finished=r.finished.isoformat(), commit=r.commit, trees=r.trees,
-                        gpus=r.gpus)
+                        gpus=r.gpus, shard=r.shard, unsigned=self.signed.unsigned)
         return data
 
 
@@ -226,85 +408,152 @@ class CommitVerdict:
     trees: Trees
     receipt: ReceiptVerdict | None = None
     reasons: list[Failure] = field(default_factory=list)
+    shards: dict[str, "CommitVerdict"] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.state in (VALIDATED, UNCHANGED)
 
     def to_json(self) -> dict[str, Any]:
-        return {"commit": self.commit, "state": self.state, "valid": self.ok,
+        data = {"commit": self.commit, "state": self.state, "valid": self.ok,
                 "trees": self.trees,
                 "receipt": self.receipt.to_json() if self.receipt else None,
                 "reasons": [r.to_json() for r in self.reasons]}
+        if self.shards:
+            data["shards"] = {name: v.to_json() for name, v in self.shards.items()}
+        return data
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one receipt must cover: the whole fingerprint, or one shard of it."""
+
+    shard: str | None
+    paths: tuple[str, ...]
+    tests: tuple[str, ...] = ()
+
+    def selects(self, nodeid: str) -> bool:
+        """Is this test part of the scope? Selectors are node ids, files or directories."""
+        return not self.tests or any(
+            nodeid == t or nodeid.startswith(t + "::") or nodeid.startswith(t.rstrip("/") + "/")
+            for t in self.tests)
 
 
 class Verifier:
     """Verifies commits against one policy and one set of trust roots."""
 
     def __init__(self, repo: pygit2.Repository, policy: Policy, trust: "Trust | NoTrust",
-                 notes: NotesStore | None = None) -> None:
+                 notes: NotesStore | None = None, required_tests: list[str] | None = None) -> None:
         self.repo = repo
         self.policy = policy
         self.trust = trust
         self.notes = notes or NotesStore(repo)
-        self._memo: dict[str, CommitVerdict] = {}
+        self.required_tests = required_tests
+        self.now = getattr(trust, "now", None) or datetime.now(timezone.utc)
+        self.scopes = _scopes(policy)
+        self.all_paths = sorted({p for scope in self.scopes for p in scope.paths})
+        self._memo: dict[tuple[str, str | None], CommitVerdict] = {}
 
-    def trees_of(self, commit: pygit2.Commit) -> Trees:
-        return commit_trees(self.repo, commit, self.policy.fingerprint_paths)
+    def trees_of(self, commit: pygit2.Commit, scope: Scope | None = None) -> Trees:
+        """The commit's trees at one scope's paths, or at every path the policy fingerprints."""
+        return commit_trees(self.repo, commit, list(scope.paths) if scope else self.all_paths)
 
-    def receipts_on(self, commit: pygit2.Commit, trees: Trees | None = None) -> list[ReceiptVerdict]:
-        """Every receipt in the commit's note, judged against ``trees``."""
-        trees = trees if trees is not None else self.trees_of(commit)
+    def scope_for(self, signed: SignedReceipt) -> Scope:
+        for scope in self.scopes:
+            if scope.shard == signed.receipt.shard:
+                return scope
+        return self.scopes[0]
+
+    def receipts_on(self, commit: pygit2.Commit) -> list[ReceiptVerdict]:
+        """Every receipt in the commit's note, each judged for its own scope on this commit."""
         verdicts = []
         for entry in self.notes.entries(str(commit.id)):
             if entry.signed is None:
                 verdicts.append(ReceiptVerdict(None, str(commit.id),
                                                [Failure("malformed", entry.error or "unreadable")]))
-            else:
-                verdicts.append(self.judge(entry.signed, trees, str(commit.id)))
+                continue
+            scope = self.scope_for(entry.signed)
+            verdicts.append(self.judge(entry.signed, self.trees_of(commit, scope), str(commit.id), scope))
         return verdicts
 
-    def judge(self, signed: SignedReceipt, trees: Trees, location: str) -> ReceiptVerdict:
-        """One receipt against one code state: signature, outcome, fingerprint."""
-        checks: list[ReceiptCheck] = [self.trust, TestsPassed(),
-                                      CoversTrees(self.repo, self.policy.fingerprint_paths, trees)]
+    def checks(self, scope: Scope, trees: Trees) -> list[ReceiptCheck]:
+        policy = self.policy
+        required = self.required_tests
+        if required is not None and scope.shard is not None:
+            required = [n for n in required if scope.selects(n)]
+        checks: list[ReceiptCheck] = [
+            self.trust, InScope(scope.shard), TestsPassed(),
+            SkipsAllowed(policy.allow_skipped, policy.expected_skips, scope.shard is not None),
+            Fresh(self.repo, self.now, policy.max_age_days),
+            SignerNarrowed(policy.signers, policy.key_fingerprints),
+            RunConditions(policy.require_mode, policy.require_gpu, policy.require_clean),
+        ]
+        if required is not None:
+            checks.append(RunsRequiredTests(required))
+        checks.append(CoversTrees(self.repo, list(scope.paths), trees))
+        return checks
+
+    def judge(self, signed: SignedReceipt, trees: Trees, location: str,
+              scope: Scope | None = None) -> ReceiptVerdict:
+        """One receipt against one code state and every rule of the policy."""
+        checks = self.checks(scope or self.scopes[0], trees)
         failures = [f for f in (c.failure(signed) for c in checks) if f]
-        return ReceiptVerdict(signed, location, failures)
+        warnings = [w for w in (getattr(c, "warning", _no_warning)(signed) for c in checks) if w]
+        if signed.unsigned and not failures:
+            warnings.append("UNSIGNED receipt accepted (--allow-unsigned): nobody vouches for this run")
+        return ReceiptVerdict(signed, location, failures, warnings)
 
     def verify(self, commit: pygit2.Commit) -> CommitVerdict:
-        key = str(commit.id)
+        """Validated when every scope (the whole fingerprint, or each required shard) is."""
+        if self.scopes[0].shard is None:
+            return self._verify_scope(commit, self.scopes[0])
+        parts = {scope.shard: self._verify_scope(commit, scope) for scope in self.scopes}
+        return _combine(str(commit.id), self.trees_of(commit), parts)
+
+    def _verify_scope(self, commit: pygit2.Commit, scope: Scope) -> CommitVerdict:
+        key = (str(commit.id), scope.shard)
         if key not in self._memo:
-            self._memo[key] = self._verify(commit)
+            self._memo[key] = self._search(commit, scope)
         return self._memo[key]
 
-    def _verify(self, commit: pygit2.Commit) -> CommitVerdict:
+    def _search(self, commit: pygit2.Commit, scope: Scope) -> CommitVerdict:
         """Search the commit and its same-tree ancestors, nearest first, for a valid receipt."""
-        trees = self.trees_of(commit)
+        trees = self.trees_of(commit, scope)
         reasons: list[Failure] = []
         seen = {commit.id}
         queue = deque([commit])
         while queue:
             current = queue.popleft()
-            known = self._memo.get(str(current.id)) if current.id != commit.id else None
+            known = self._memo.get((str(current.id), scope.shard)) if current.id != commit.id else None
             if known is not None:
                 if known.ok:
                     return CommitVerdict(str(commit.id), UNCHANGED, trees, known.receipt)
                 reasons += [r for r in known.reasons if r not in reasons]
                 continue  # its own same-tree ancestors were searched already
-            for verdict in self.receipts_on(current, trees):
+            for verdict in self._scoped_receipts(current, trees, scope):
                 if verdict.ok:
                     state = VALIDATED if current.id == commit.id else UNCHANGED
                     return CommitVerdict(str(commit.id), state, trees, verdict)
                 reasons += [_located(f, current) for f in verdict.failures]
             for parent in current.parents:
-                if parent.id not in seen and self.trees_of(parent) == trees:
+                if parent.id not in seen and self.trees_of(parent, scope) == trees:
                     seen.add(parent.id)
                     queue.append(parent)
         if not reasons:
-            reasons = [self._history_reason(commit, trees)]
+            reasons = [self._history_reason(commit, trees, scope)]
         return CommitVerdict(str(commit.id), UNVALIDATED, trees, None, reasons)
 
-    def _history_reason(self, commit: pygit2.Commit, trees: Trees) -> Failure:
+    def _scoped_receipts(self, commit: pygit2.Commit, trees: Trees, scope: Scope) -> list[ReceiptVerdict]:
+        verdicts = []
+        for entry in self.notes.entries(str(commit.id)):
+            if entry.signed is None:
+                verdicts.append(ReceiptVerdict(None, str(commit.id),
+                                               [Failure("malformed", entry.error or "unreadable")]))
+            elif entry.signed.receipt.shard == scope.shard:
+                verdicts.append(self.judge(entry.signed, trees, str(commit.id), scope))
+        return verdicts
+
+    def _history_reason(self, commit: pygit2.Commit, trees: Trees, scope: Scope) -> Failure:
         """Explain a missing receipt: name the nearest earlier one, if any."""
         annotated = self.notes.annotated_commits()
         if not annotated:
@@ -315,16 +564,14 @@ class Verifier:
                 break
             if str(ancestor.id) not in annotated:
                 continue
-            for verdict in self.receipts_on(ancestor, self.trees_of(ancestor)):
+            for verdict in self._scoped_receipts(ancestor, self.trees_of(ancestor, scope), scope):
                 if verdict.ok:
                     recorded = verdict.signed.receipt.trees
-                    theirs = {p: recorded.get(p) for p in self.policy.fingerprint_paths}
+                    theirs = {p: recorded.get(p) for p in scope.paths}
                     changed = changed_fingerprint_paths(self.repo, theirs, trees)
-                    short = str(ancestor.id)[:10]
                     return Failure("fingerprint-changed",
-                                   f"GPU code changed since the receipt on {short}: "
-                                   + ", ".join(changed[:10])
-                                   + (f" (+{len(changed) - 10} more)" if len(changed) > 10 else ""))
+                                   f"GPU code changed since the receipt on {str(ancestor.id)[:10]}: "
+                                   + _listing(changed))
         return Failure("no-receipt", "no receipt" + self._shallow_hint())
 
     def _shallow_hint(self) -> str:
@@ -332,6 +579,33 @@ class Verifier:
             return ""
         return (" (this clone is shallow: a receipt on an older commit with the same GPU code "
                 "would not be found; fetch the full history, e.g. git fetch --unshallow)")
+
+
+def _no_warning(signed: SignedReceipt) -> None:
+    return None
+
+
+def _scopes(policy: Policy) -> list[Scope]:
+    shards = policy.shards_to_check()
+    if not shards:
+        return [Scope(None, tuple(policy.fingerprint_paths))]
+    return [Scope(s.name, tuple(s.paths), tuple(s.tests)) for s in shards]
+
+
+def _combine(commit: str, trees: Trees, parts: dict[str | None, CommitVerdict]) -> CommitVerdict:
+    """A sharded commit: validated only when every required shard is."""
+    named = {str(name): verdict for name, verdict in parts.items()}
+    reasons = [Failure(r.code, f"shard {name}: {r.message}")
+               for name, verdict in named.items() if not verdict.ok for r in verdict.reasons]
+    if reasons:
+        state = UNVALIDATED
+    elif all(v.state == VALIDATED for v in named.values()):
+        state = VALIDATED
+    else:
+        state = UNCHANGED
+    newest = max((v.receipt for v in named.values() if v.receipt and v.receipt.signed),
+                 key=lambda r: r.signed.receipt.finished, default=None)
+    return CommitVerdict(commit, state, trees, newest, reasons, named)
 
 
 def _located(failure: Failure, commit: pygit2.Commit) -> Failure:
@@ -366,4 +640,21 @@ def open_verifier(repo: pygit2.Repository, policy: Policy | None = None,
         if require_trust:
             raise
         trust = NoTrust(str(exc))
-    return Verifier(repo, policy, trust)
+    required = _required_tests(repo, policy, trust_rev) if policy.required_tests else None
+    return Verifier(repo, policy, trust, required_tests=required)
+
+
+def _required_tests(repo: pygit2.Repository, policy: Policy, trust_rev: str | None) -> list[str]:
+    """The required-tests manifest, read from the same place as the policy."""
+    path = policy.required_tests
+    if trust_rev:
+        try:
+            blob = repo.revparse_single(trust_rev).peel(pygit2.Commit).tree[path]
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise PolicyError(f"required_tests manifest {path} does not exist at {trust_rev}") from exc
+        lines = blob.data.decode("utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    manifest = Path(repo.workdir or repo.path) / path
+    if not manifest.is_file():
+        raise PolicyError(f"required_tests manifest {manifest} does not exist")
+    return read_node_ids(manifest)

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 from gitproof.receipt import Receipt, TestResult
 
-START = datetime(2026, 11, 23, 5, 0, 0, 123456, tzinfo=timezone.utc)
+# "Now", so that receipts made by tests are fresh whenever the suite runs.
+START = datetime.now(timezone.utc).replace(microsecond=123456)
 
 
 def make_receipt(**overrides) -> Receipt:

@@ -1,6 +1,7 @@
 """Real signed receipts for a real repository, without running pytest each time."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pygit2
@@ -25,8 +26,10 @@ def sign_receipt(repo: pygit2.Repository, key: Key, rev: str = "HEAD",
             trees[path] = str(commit.tree[path].id)
         except KeyError:
             trees[path] = None
+    started = datetime.now(timezone.utc)
     fields = dict(signer=principal, key_fingerprint=signing.key_fingerprint(signing_key),
-                  trees=trees, commit=str(commit.id))
+                  trees=trees, commit=str(commit.id), started=started,
+                  finished=started + timedelta(seconds=1))
     fields.update(overrides)
     receipt = make_receipt(**fields)
     payload = serialize_payload(receipt)

@@ -6,6 +6,7 @@ import pygit2
 
 from gitproof.notes import NotesStore
 from gitproof.pending import PendingStore, attach_pending
+from gitproof.policy import Policy
 from gitproof.receipt import SignedReceipt, serialize_payload
 from tests.factories import make_receipt
 from tests.helpers import commit_all, git, write_files
@@ -37,7 +38,7 @@ def test_pending_receipt_attaches_to_the_commit_that_records_its_content(repo: P
     PendingStore(r).add(item)
     other = signed_for({"src": "9" * 40, "tests": trees["tests"]})
     PendingStore(r).add(other)
-    attached = attach_pending(r, PATHS, [r.head.peel(), r.head.peel().parents[0]])
+    attached = attach_pending(r, Policy(), [r.head.peel(), r.head.peel().parents[0]])
     assert [(a.commit, a.signed) for a in attached] == [(str(r.head.target), item)]
     assert [e.signed for e in NotesStore(r).entries(str(r.head.target))] == [item]
     assert [p.signed for p in PendingStore(r).list()] == [other], "unmatched receipts stay pending"

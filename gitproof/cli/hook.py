@@ -118,7 +118,7 @@ def _post_commit() -> int:
     from gitproof.policy import load_policy
 
     repo = _open_repo()
-    attached = attach_pending(repo, load_policy(repo).fingerprint_paths, [repo.head.peel()])
+    attached = attach_pending(repo, load_policy(repo), [repo.head.peel()])
     for item in attached:
         _say(f"gpu-proof: attached pending receipt ({item.signed.receipt.verdict}) to {item.commit[:10]}")
     return EXIT_OK

@@ -23,10 +23,14 @@ def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     with errors_as_exit():
         verifier = open_verifier(repo, require_trust=False)
         warn_about_trust(verifier)
-        paths = verifier.policy.fingerprint_paths
+        paths = verifier.all_paths
         state = worktree_state(repo, paths)
         head = verifier.verify(repo.head.peel())
-        pending = [(p, verifier.judge(p.signed, state.trees, p.ref)) for p in PendingStore(repo).list()]
+        pending = []
+        for item in PendingStore(repo).list():
+            scope = verifier.scope_for(item.signed)
+            trees = {p: state.trees[p] for p in scope.paths}
+            pending.append((item, verifier.judge(item.signed, trees, item.ref, scope)))
     pending_match = [v for _, v in pending if v.ok]
     worktree_ok = head.ok if state.matches_head else bool(pending_match)
     if as_json:
