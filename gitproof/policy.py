@@ -90,6 +90,14 @@ class Policy:
         if not values:
             return self
         checked = _validated(values, source, partial=True)
+        # Within one layer the two skip rules exclude each other; across layers the higher wins.
+        if checked.get("allow_skipped") and checked.get("expected_skips") is not None:
+            raise PolicyError(f"{source}: allow_skipped and expected_skips exclude each other: "
+                              "accept any skip, or exactly the listed ones")
+        if checked.get("allow_skipped"):
+            checked["expected_skips"] = None
+        elif "expected_skips" in checked:
+            checked["allow_skipped"] = False
         merged = replace(self, **checked, source=f"{source} over {self.source}")
         _check_whole(merged, source)
         return merged

@@ -8,7 +8,9 @@ import pygit2
 
 from gitproof import signing
 from gitproof.notes import NotesStore
+from gitproof.policy import Policy
 from gitproof.receipt import SignedReceipt, serialize_payload
+from gitproof.verification import Verifier, load_trust
 from tests.factories import make_receipt
 from tests.helpers import Key
 
@@ -52,3 +54,35 @@ def trust(root: Path, key: Key, principal: str = "alice@example.com") -> None:
     pyproject = root / "pyproject.toml"
     if not pyproject.exists():
         pyproject.write_text('[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n')
+
+
+POLICY = Policy(allowed_signers=".gpu-proof/allowed_signers")
+
+
+class Project:
+    """A repository with a trusted key, and a way to attach real signed receipts."""
+
+    def __init__(self, root: Path, key: Key, principal: str = "alice@example.com",
+                 options: str = 'namespaces="gpu-proof" ') -> None:
+        self.root, self.key, self.principal = root, key, principal
+        self.repo = pygit2.Repository(str(root))
+        self.trust_key(key, principal, options)
+
+    def trust_key(self, key: Key, principal: str, options: str = 'namespaces="gpu-proof" ') -> None:
+        path = self.root / ".gpu-proof" / "allowed_signers"
+        path.parent.mkdir(exist_ok=True)
+        with path.open("a") as f:
+            f.write(f"{principal} {options}{key.public_line}\n")
+
+    def signed(self, rev: str = "HEAD", key: Key | None = None, **overrides) -> SignedReceipt:
+        return sign_receipt(self.repo, key or self.key, rev, self.principal, **overrides)
+
+    def attach(self, rev: str = "HEAD", signed: SignedReceipt | None = None, **overrides) -> SignedReceipt:
+        signed = signed or self.signed(rev, **overrides)
+        commit = str(self.repo.revparse_single(rev).peel(pygit2.Commit).id)
+        NotesStore(self.repo).add(commit, signed)
+        return signed
+
+    def verify(self, rev: str = "HEAD", policy: Policy = POLICY, required_tests: list[str] | None = None):
+        verifier = Verifier(self.repo, policy, load_trust(self.repo, policy), required_tests=required_tests)
+        return verifier.verify(self.repo.revparse_single(rev).peel(pygit2.Commit))

@@ -104,7 +104,10 @@ def test_bad_policy_files_are_errors(tmp_path, name, text, message):
 
 def test_overrides_are_validated_and_cross_checked():
     with pytest.raises(PolicyError, match="exclude each other"):
-        Policy(allow_skipped=True).overridden({"expected_skips": ["t::a"]}, "command line")
+        Policy().overridden({"allow_skipped": True, "expected_skips": ["t::a"]}, "command line")
+    # across layers the higher one wins instead
+    assert Policy(allow_skipped=True).overridden({"expected_skips": ["t::a"]}, "flags").expected_skips == ["t::a"]
+    assert Policy(expected_skips=["t::a"]).overridden({"allow_skipped": True}, "flags").expected_skips is None
     with pytest.raises(PolicyError, match="max_age_days must not be negative"):
         Policy().overridden({"max_age_days": -2}, "command line")
 

@@ -1,15 +1,27 @@
 """``git gpu-proof verify``: exit 0 only when every revision has a valid receipt."""
 from __future__ import annotations
 
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, List, Optional
 
+import pygit2
 import typer
 
 from gitproof.cli.common import (EXIT_OK, EXIT_UNVALIDATED, emit_json, errors_as_exit,
                                  open_repo, resolve_commit, warn_about_trust)
 from gitproof.cli.describe import commit_line
+from gitproof.policy import MODES, Policy, load_policy, read_node_ids, read_policy_file
 from gitproof.sync import fetch
-from gitproof.verification import open_verifier
+from gitproof.verification import CommitVerdict, open_verifier
+
+
+def effective_policy(repo: pygit2.Repository, trust_ref: str | None, policy_file: Path | None,
+                     flags: dict[str, Any]) -> Policy:
+    """Defaults < [tool.gpu_proof] (working tree or trust ref) < --policy FILE < flags."""
+    policy = load_policy(repo, trust_ref)
+    if policy_file is not None:
+        policy = policy.overridden(read_policy_file(policy_file), str(policy_file))
+    return policy.overridden(flags, "command line")
 
 
 def command(
@@ -22,6 +34,24 @@ def command(
                                             help="Read [tool.gpu_proof] and the allowed_signers file "
                                                  "from REV (e.g. origin/main), not the working tree, "
                                                  "so the code under review cannot change them."),
+    policy_file: Optional[Path] = typer.Option(None, "--policy", metavar="FILE",
+                                               help="A policy file (TOML or JSON) over [tool.gpu_proof]."),
+    allow_skipped: bool = typer.Option(False, "--allow-skipped",
+                                       help="Accept receipts with skipped tests (warned)."),
+    expected_skips: Optional[Path] = typer.Option(None, "--expected-skips", metavar="FILE",
+                                                  help="The exact set of tests allowed to skip, one node "
+                                                       "id per line; new and stale skips both fail."),
+    max_age_days: Optional[int] = typer.Option(None, "--max-age-days", metavar="N",
+                                               help="Oldest acceptable receipt in days (0 = today only; "
+                                                    "default 30)."),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned",
+                                        help="Accept unsigned dry-run receipts (loudly warned; never "
+                                             "under a restricted policy)."),
+    require_gpu: bool = typer.Option(False, "--require-gpu", help="Receipts must list a GPU device."),
+    require_mode: Optional[str] = typer.Option(None, "--require-mode", metavar="MODE",
+                                               help=f"Receipts must have this mode: {', '.join(MODES)}."),
+    require_clean: bool = typer.Option(False, "--require-clean",
+                                       help="Reject runs with uncommitted changes outside the fingerprint paths."),
 ) -> None:
     """Check that each revision's GPU code is covered by a valid signed receipt.
 
@@ -30,16 +60,26 @@ def command(
     repo = open_repo()
     revs = revs or ["HEAD"]
     commits = [(rev, resolve_commit(repo, rev)) for rev in revs]
+    if trust_ref:
+        resolve_commit(repo, trust_ref)
+    flags = {
+        "allow_skipped": allow_skipped or None, "max_age_days": max_age_days,
+        "allow_unsigned": allow_unsigned or None, "require_gpu": require_gpu or None,
+        "require_mode": require_mode, "require_clean": require_clean or None,
+    }
     with errors_as_exit():
+        if expected_skips is not None:
+            flags["expected_skips"] = read_node_ids(expected_skips)
+        policy = effective_policy(repo, trust_ref, policy_file, flags)
         if fetch_from:
             merged = fetch(repo, fetch_from)
             typer.echo(f"gpu-proof: {merged.describe()}", err=True)
-        if trust_ref:
-            resolve_commit(repo, trust_ref)
-        verifier = open_verifier(repo, trust_rev=trust_ref)
+        verifier = open_verifier(repo, policy, trust_rev=trust_ref)
         warn_about_trust(verifier)
         verdicts = [(rev, verifier.verify(commit), commit) for rev, commit in commits]
     ok = all(v.ok for _, v, _ in verdicts)
+    for warning in _receipt_warnings(v for _, v, _ in verdicts):
+        typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)
     if as_json:
         emit_json({"ok": ok, "results": [{"rev": rev, **v.to_json()} for rev, v, _ in verdicts]})
     else:
@@ -48,6 +88,17 @@ def command(
         if not ok:
             typer.echo("To validate: run the GPU tests on this code with `git gpu-proof run`.")
     raise typer.Exit(EXIT_OK if ok else EXIT_UNVALIDATED)
+
+
+def _receipt_warnings(verdicts) -> list[str]:
+    """Warnings of the receipts that validated something, each said once."""
+    seen: list[str] = []
+    for verdict in verdicts:
+        parts = verdict.shards.values() if verdict.shards else [verdict]
+        for part in parts:
+            if isinstance(part, CommitVerdict) and part.ok and part.receipt:
+                seen += [w for w in part.receipt.warnings if w not in seen]
+    return seen
 
 
 def register(app: typer.Typer) -> None:
