@@ -20,10 +20,24 @@ def receipt_brief(receipt: Receipt) -> str:
     return f"{receipt.signer} on {gpu_text(receipt)}, {when}, {receipt.mode}"
 
 
+def _shard_summary(verdict: CommitVerdict) -> str:
+    parts = []
+    for name, part in verdict.shards.items():
+        if part.state == UNCHANGED and part.receipt:
+            parts.append(f"{name} unchanged since {short(part.receipt.note_commit)}")
+        else:
+            parts.append(f"{name} {part.state}")
+    return "shards: " + ", ".join(parts)
+
+
 def commit_line(verdict: CommitVerdict, subject: str = "") -> str:
     label = {VALIDATED: "validated", UNCHANGED: "unchanged"}.get(verdict.state, "unvalidated")
     head = f"{short(verdict.commit)} {styled(label.ljust(11), verdict.ok)}"
-    if verdict.ok and verdict.receipt and verdict.receipt.signed:
+    if verdict.shards:
+        detail = _shard_summary(verdict)
+        if not verdict.ok:
+            detail += "; " + "; ".join(r.message for r in verdict.reasons)
+    elif verdict.ok and verdict.receipt and verdict.receipt.signed:
         detail = receipt_brief(verdict.receipt.signed.receipt)
         if verdict.state == UNCHANGED:
             detail = f"GPU paths unchanged since {short(verdict.receipt.note_commit)}: {detail}"
@@ -44,11 +58,13 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
         f"  verdict   {r.verdict} ({counts})",
         f"  signer    {r.signer} {r.key_fingerprint}",
         f"  time      {r.started.isoformat()} .. {r.finished.isoformat()}",
-        f"  mode      {r.mode}",
+        f"  mode      {r.mode}" + (f" (shard {r.shard})" if r.shard else ""),
         f"  gpu       {gpu_text(r)}",
         f"  commit    {r.commit} ({r.branch or 'detached HEAD'})",
         *[f"  tree      {tree or 'absent'} {path}" for path, tree in r.trees.items()],
         f"  dirty outside fingerprint paths: {'yes' if r.dirty_outside else 'no'}",
+        *([f"  ci        " + ", ".join(f"{k}={v}" for k, v in r.ci.items())] if r.ci else []),
+        *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",
         *[f"    {t.outcome:8} {t.duration:8.3f}s  {escape(t.nodeid)}" for t in r.tests],
     ]

@@ -13,7 +13,7 @@ def build_app():
     import typer
 
     from gitproof import __version__
-    from gitproof.cli import demo, doctor, fetch, hook, install, log, push, run, show, status, verify
+    from gitproof.cli import demo, doctor, fetch, hook, install, log, plan, push, run, show, status, verify
 
     app = typer.Typer(
         name="git gpu-proof",
@@ -24,7 +24,7 @@ def build_app():
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    for module in (run, verify, show, log, status, push, fetch, install, doctor, hook, demo):
+    for module in (run, verify, plan, show, log, status, push, fetch, install, doctor, hook, demo):
         module.register(app)
 
     def show_version(value: bool) -> None:
