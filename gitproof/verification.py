@@ -497,7 +497,10 @@ class Verifier:
               scope: Scope | None = None) -> ReceiptVerdict:
         """One receipt against one code state and every rule of the policy."""
         checks = self.checks(scope or self.scopes[0], trees)
-        failures = [f for f in (c.failure(signed) for c in checks) if f]
+        failures: list[Failure] = []
+        for failure in (c.failure(signed) for c in checks):
+            if failure and failure not in failures:
+                failures.append(failure)
         warnings = [w for w in (getattr(c, "warning", _no_warning)(signed) for c in checks) if w]
         if signed.unsigned and not failures:
             warnings.append("UNSIGNED receipt accepted (--allow-unsigned): nobody vouches for this run")
