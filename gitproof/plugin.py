@@ -2,10 +2,16 @@
 
 Always: the markers ``gpu_proof`` / ``gpu_equivalence`` / ``gpu_required``
 and the ``gpu_proof_check`` fixture. With ``--gpu-proof``: only the marked
-tests run, and the session becomes a signed receipt.
+tests run (only a shard's, with ``--gpu-proof-shard``), and the session
+becomes a signed receipt.
+
+Under pytest-xdist the receipt is made on the controller only: it sees every
+test's reports, and the check records of ``gpu_proof_check`` travel inside
+them (``user_properties``), so workers never need the recorder.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,11 +19,13 @@ import pytest
 
 from gitproof import gpu, record
 from gitproof.equivalence import run_check
-from gitproof.policy import PolicyError, load_policy
+from gitproof.policy import PolicyError, Shard, load_policy
 from gitproof.receipt import TestResult
 from gitproof.signing import SigningError
 
 PLUGIN_NAME = "gitproof-recorder"
+GUARD_NAME = "gitproof-skip-guard"
+CHECK_PROPERTY = "gpu_proof_check"  # user_properties key of a gpu_proof_check record
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,32 +34,54 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run only GPU-marked tests and record a signed receipt as a git note")
     group.addoption("--gpu-proof-key", default=None, metavar="KEY",
                     help="signing key (path, .pub with agent, or key::literal); default user.signingKey")
+    group.addoption("--gpu-proof-key-env", default=None, metavar="VAR",
+                    help="sign with the OpenSSH private key held in environment variable VAR "
+                         "(a CI secret); it is written only to a private temporary file while "
+                         "signing, and VAR is hidden from the tests")
     group.addoption("--gpu-proof-principal", default=None, metavar="PRINCIPAL",
                     help="signer principal recorded in the receipt; default user.email")
     group.addoption("--gpu-proof-mode", default="local", choices=record.MODES,
                     help="how the run happened: local (a developer's machine) or ci-gpu")
+    group.addoption("--gpu-proof-shard", default=None, metavar="NAME",
+                    help="run and record one shard of [tool.gpu_proof.shards]: its tests only, "
+                         "fingerprinting its paths")
+    group.addoption("--gpu-proof-unsigned", action="store_true", default=False,
+                    help="dry run: record an UNSIGNED receipt (no key needed); verify rejects it "
+                         "unless --allow-unsigned")
+    group.addoption("--gpu-proof-fail-on-skip", action="store_true", default=False,
+                    help="a skipped GPU test fails the session (with --gpu-proof: any selected "
+                         "test; always: any gpu_required test); also [tool.gpu_proof] fail_on_skip")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu_proof: a GPU test that a gitproof receipt covers")
     config.addinivalue_line("markers", "gpu_equivalence: alias of gpu_proof")
     config.addinivalue_line("markers", "gpu_required: skip unless a GPU is visible")
-    if config.getoption("gpu_proof") and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(Recorder(config), PLUGIN_NAME)
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller records, from the reports workers send it
+    recording = config.getoption("gpu_proof")
+    if recording or config.getoption("gpu_proof_fail_on_skip"):
+        guard = SkipGuard(every_test=recording, enabled=config.getoption("gpu_proof_fail_on_skip"))
+        config.pluginmanager.register(guard, GUARD_NAME)
+        if recording:
+            config.pluginmanager.register(Recorder(config, guard), PLUGIN_NAME)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("gpu_proof"):
         return
-    markers = _markers(config)
-    selected = [i for i in items if any(i.get_closest_marker(m) for m in markers)]
-    deselected = [i for i in items if i not in selected]
+    markers, shard = _selection(config)
+    selected = [i for i in items if any(i.get_closest_marker(m) for m in markers)
+                and (shard is None or record.selects(shard.tests, i.nodeid))]
+    chosen = {id(i) for i in selected}
+    deselected = [i for i in items if id(i) not in chosen]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
     if not selected and not hasattr(config, "workerinput"):
         names = " or ".join(f"@pytest.mark.{m}" for m in markers)
-        raise pytest.UsageError(f"gpu-proof: no test marked {names} was collected; "
+        where = f" in shard {shard.name!r} ({_selectors(shard)})" if shard else ""
+        raise pytest.UsageError(f"gpu-proof: no test marked {names}{where} was collected; "
                                 "mark your GPU tests, or check the test paths. Nothing recorded.")
 
 
@@ -62,9 +92,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def gpu_proof_check(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """``gpu_proof_check(name, reference, candidate, ...)``: compare, record, fail on mismatch."""
-    recorder: Recorder | None = request.config.pluginmanager.get_plugin(PLUGIN_NAME)
-    checks = request.node.stash.setdefault(_CHECKS_KEY, [])
+    """``gpu_proof_check(name, reference, candidate, ...)``: compare, record, fail on mismatch.
+
+    The record goes into the test's ``user_properties``, which every report of
+    the test carries (to the xdist controller too); the recorder reads it there.
+    """
 
     def check(name: str, reference: Callable[..., Any], candidate: Callable[..., Any],
               args: tuple = (), kwargs: dict[str, Any] | None = None,
@@ -73,9 +105,7 @@ def gpu_proof_check(request: pytest.FixtureRequest) -> Callable[..., Any]:
               rtol: float = 1e-5, atol: float = 1e-8):
         result = run_check(name, reference, candidate, args, kwargs, compare, metadata, rtol, atol)
         entry = result.to_record(request.node.nodeid, rtol, atol)
-        checks.append(entry)
-        if recorder is not None:
-            recorder.checks.append(entry)
+        request.node.user_properties.append((CHECK_PROPERTY, entry))
         if not result.ok:
             pytest.fail(f"gpu_proof_check {name!r} mismatch: {result.detail}", pytrace=False)
         return result
@@ -83,17 +113,25 @@ def gpu_proof_check(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return check
 
 
-_CHECKS_KEY = pytest.StashKey[list]()
-
-
-def _markers(config: pytest.Config) -> tuple[str, ...]:
+def _selection(config: pytest.Config) -> tuple[tuple[str, ...], Shard | None]:
+    """The GPU markers, and the shard whose tests alone run (None: all marked tests)."""
     recorder: Recorder | None = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if recorder is not None and recorder.recording is not None:
-        return recorder.recording.policy.markers
+        return recorder.recording.policy.markers, recorder.recording.shard
+    name = config.getoption("gpu_proof_shard")
     try:  # an xdist worker: no recorder here, read the policy itself
-        return load_policy(record.open_repository(Path(config.invocation_params.dir))).markers
-    except (record.RecordError, PolicyError):
-        return ("gpu_proof", "gpu_equivalence")
+        policy = load_policy(record.open_repository(Path(config.invocation_params.dir)))
+    except (record.RecordError, PolicyError) as exc:
+        if name is not None:  # the controller refused already; never run more than the shard
+            raise pytest.UsageError(f"gpu-proof: {exc}. Nothing recorded.") from exc
+        return ("gpu_proof", "gpu_equivalence"), None
+    if name is not None and name not in policy.shards:
+        raise pytest.UsageError(f"gpu-proof: unknown shard {name!r}. Nothing recorded.")
+    return policy.markers, policy.shards.get(name) if name is not None else None
+
+
+def _selectors(shard: Shard) -> str:
+    return "tests " + ", ".join(shard.tests) if shard.tests else "all marked tests"
 
 
 def outcome_of(reports: dict[str, pytest.TestReport]) -> str:
@@ -119,27 +157,61 @@ def outcome_of(reports: dict[str, pytest.TestReport]) -> str:
 class Recorder:
     """Collects per-test reports and turns the session into a receipt."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, guard: "SkipGuard | None" = None) -> None:
         self.config = config
+        self.guard = guard
         self.recording: record.Recording | None = None
         self.reports: dict[str, dict[str, pytest.TestReport]] = {}
-        self.checks: list[dict[str, Any]] = []
         self.outcome: record.RecordOutcome | None = None
         self.error: str | None = None
+        self._hidden: tuple[str, str] | None = None  # the key variable, kept from the tests
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        key_env = self.config.getoption("gpu_proof_key_env")
         options = record.RecordOptions(
             key=self.config.getoption("gpu_proof_key"),
             principal=self.config.getoption("gpu_proof_principal"),
             mode=self.config.getoption("gpu_proof_mode"),
+            key_env=key_env,
+            unsigned=self.config.getoption("gpu_proof_unsigned"),
+            shard=self.config.getoption("gpu_proof_shard"),
         )
         try:
             self.recording = record.prepare(Path(self.config.invocation_params.dir), options)
         except (record.RecordError, SigningError, PolicyError) as exc:
             raise pytest.UsageError(f"gpu-proof: {exc}. Nothing recorded.") from exc
+        if key_env and key_env in os.environ:  # the key is in memory now: hide it from the
+            self._hidden = (key_env, os.environ.pop(key_env))  # tests and xdist workers
+        if self.guard is not None:
+            self.guard.shard = self.recording.shard
+            self.guard.enabled = self.guard.enabled or self.recording.policy.fail_on_skip
+
+    def pytest_unconfigure(self) -> None:
+        if self._hidden is not None:
+            name, value = self._hidden
+            os.environ[name] = value
+            self._hidden = None
+
+    def pytest_report_header(self) -> list[str]:
+        if self.config.getoption("gpu_proof_unsigned"):
+            return [UNSIGNED_NOTE]
+        return []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.reports.setdefault(report.nodeid, {})[report.when] = report
+
+    def checks(self) -> list[dict[str, Any]]:
+        """The gpu_proof_check records, in test order, from each test's last report.
+
+        Every report carries all records made so far (user_properties only
+        grows), so the last one has them all, and nothing is counted twice.
+        """
+        records = []
+        for phases in self.reports.values():
+            last = phases.get("teardown") or phases.get("call") or phases.get("setup")
+            if last is not None:
+                records += [value for key, value in last.user_properties if key == CHECK_PROPERTY]
+        return records
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -154,9 +226,11 @@ class Recorder:
             self.error = "no GPU-marked test ran; no receipt recorded"
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
             return
+        if self.guard is not None:
+            self.guard.enforce(session)  # a skip fails the session, so the receipt says failed
         try:
-            self.outcome = record.finish(self.recording, tests, int(exitstatus),
-                                         list(self.config.invocation_params.args), self.checks)
+            self.outcome = record.finish(self.recording, tests, int(session.exitstatus),
+                                         list(self.config.invocation_params.args), self.checks())
         except (record.RecordError, SigningError) as exc:
             self.error = f"{exc}"
             if session.exitstatus == 0:
@@ -174,6 +248,70 @@ class Recorder:
         elif self.outcome:
             terminalreporter.write_line(describe_outcome(self.outcome),
                                         green=self.outcome.signed.receipt.verdict == "passed")
+            if self.outcome.signed.unsigned:
+                terminalreporter.write_line(UNSIGNED_NOTE, yellow=True, bold=True)
+
+
+UNSIGNED_NOTE = ("gpu-proof: NOTE: UNSIGNED dry run -- this receipt carries no signature and "
+                 "vouches for nothing; `git gpu-proof verify` rejects it unless --allow-unsigned "
+                 "(or allow_unsigned = true). Run again without --unsigned to make a real receipt.")
+
+
+class SkipGuard:
+    """``--gpu-proof-fail-on-skip`` / ``fail_on_skip``: a skipped test fails the session.
+
+    Counts skips of every selected test when recording (``every_test``), and
+    of ``gpu_required`` tests always; when recording, also modules skipped
+    while being collected (``pytest.importorskip`` at module level), whose
+    GPU tests would otherwise vanish from the receipt without a trace.
+    Lives on the controller only: xdist forwards the reports it reads.
+    """
+
+    def __init__(self, every_test: bool, enabled: bool) -> None:
+        self.every_test = every_test
+        self.enabled = enabled
+        self.shard: Shard | None = None
+        self.skipped: dict[str, str] = {}  # node id -> reason
+        self.enforced = False  # enforce() has run (the Recorder calls it before its receipt)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.skipped and not hasattr(report, "wasxfail") and (
+                self.every_test or "gpu_required" in report.keywords):
+            self.skipped.setdefault(report.nodeid, _skip_reason(report))
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if not (report.skipped and self.every_test and report.nodeid):
+            return
+        if self.shard is None or record.may_hold(self.shard.tests, report.nodeid):
+            self.skipped.setdefault(report.nodeid, "skipped while collecting: " + _skip_reason(report))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.enforce(session)
+
+    def enforce(self, session: pytest.Session) -> None:
+        """Turn a passing session with skips into a failing one (once)."""
+        if self.enforced or not self.enabled or not self.skipped:
+            return
+        self.enforced = True
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not (self.enforced and self.skipped):
+            return
+        terminalreporter.write_line(
+            f"gpu-proof: fail-on-skip: {len(self.skipped)} GPU test(s) skipped, so the session "
+            "fails (a receipt records verdict failed):", red=True, bold=True)
+        for nodeid, reason in self.skipped.items():
+            terminalreporter.write_line(f"  {nodeid}: {reason}", red=True)
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, (tuple, list)) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr) if longrepr else "skipped"
 
 
 def describe_outcome(outcome: record.RecordOutcome) -> str:
@@ -186,4 +324,7 @@ def describe_outcome(outcome: record.RecordOutcome) -> str:
         where = (f"pending receipt {outcome.location.rsplit('/', 1)[-1][:10]}: the working tree "
                  "differs from HEAD under the fingerprint paths; it will attach to the commit "
                  "that records this content (see `git gpu-proof status`)")
-    return f"gpu-proof: receipt {receipt.verdict} ({counts}) signed by {receipt.signer} -> {where}"
+    scope = f" for shard {receipt.shard}" if receipt.shard else ""
+    who = (f"UNSIGNED (principal {receipt.signer})" if outcome.signed.unsigned
+           else f"signed by {receipt.signer}")
+    return f"gpu-proof: receipt {receipt.verdict} ({counts}){scope} {who} -> {where}"

@@ -1,27 +1,34 @@
 """Turning a finished pytest session into a signed, stored receipt.
 
 ``prepare`` runs before any test: it refuses early (no repository, no
-commit, no fingerprint paths, no signing key) so a refused run writes
-nothing. ``finish`` builds the receipt, signs it and stores it: as a note
-on HEAD when the fingerprint paths match HEAD, otherwise as a pending
-receipt for the commit that will record that content.
+commit, no fingerprint paths, no signing key, unknown shard) so a refused
+run writes nothing. ``finish`` builds the receipt, signs it and stores it:
+as a note on HEAD when the fingerprint paths match HEAD, otherwise as a
+pending receipt for the commit that will record that content.
+
+A run may cover one shard of the policy (``shard``): then its fingerprint
+paths are the shard's, and only the shard's tests are selected. An
+``unsigned`` run is a dry run: the receipt ends with the unsigned trailer
+instead of a signature, and verification rejects it unless told otherwise.
 """
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pygit2
 
-from gitproof import __version__, gpu, signing
+from gitproof import __version__, ci_context, gpu, signing
 from gitproof.fingerprint import FingerprintError, WorktreeState, require_some_present, worktree_state
 from gitproof.notes import NotesStore
 from gitproof.pending import PendingStore
-from gitproof.policy import Policy, load_policy
-from gitproof.receipt import Receipt, SignedReceipt, TestResult, parse_payload, serialize_payload
+from gitproof.policy import Policy, Shard, load_policy
+from gitproof.receipt import (UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, SignedReceipt, TestResult,
+                              parse_payload, serialize_payload)
 
 MODES = ("local", "ci-gpu")
 
@@ -30,11 +37,17 @@ class RecordError(Exception):
     """A receipt cannot be made; nothing was written."""
 
 
+UNKNOWN_PRINCIPAL = "unknown"
+
+
 @dataclass(frozen=True)
 class RecordOptions:
     key: str | None = None
     principal: str | None = None
     mode: str = "local"
+    key_env: str | None = None  # name of an environment variable holding the private key
+    unsigned: bool = False
+    shard: str | None = None
 
 
 @dataclass
@@ -43,7 +56,7 @@ class Recording:
 
     repo: pygit2.Repository
     policy: Policy
-    key: signing.SigningKey
+    key: signing.SigningKey | None  # None: an unsigned dry run
     principal: str
     key_fingerprint: str
     mode: str
@@ -51,6 +64,34 @@ class Recording:
     head: str
     branch: str | None
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    shard: Shard | None = None
+    ci: dict[str, Any] | None = None
+
+    @property
+    def paths(self) -> list[str]:
+        """The fingerprint paths of this run: its shard's, or the policy's."""
+        return list(self.shard.paths) if self.shard else list(self.policy.fingerprint_paths)
+
+    @property
+    def unsigned(self) -> bool:
+        return self.key is None
+
+    def selects(self, nodeid: str) -> bool:
+        """Is this test part of the run's scope (always, without a shard)?"""
+        return self.shard is None or selects(self.shard.tests, nodeid)
+
+
+def selects(selectors: list[str] | tuple[str, ...], nodeid: str) -> bool:
+    """A shard's test selectors: node ids, files or directories; none selects everything."""
+    return not selectors or any(
+        nodeid == s or nodeid.startswith(s + "::") or nodeid.startswith(s.rstrip("/") + "/")
+        for s in selectors)
+
+
+def may_hold(selectors: list[str] | tuple[str, ...], nodeid: str) -> bool:
+    """Could a collector (directory, module, class) hold a test the selectors select?"""
+    return selects(selectors, nodeid) or any(
+        s.startswith(nodeid + "::") or s.startswith(nodeid.rstrip("/") + "/") for s in selectors)
 
 
 @dataclass(frozen=True)
@@ -71,24 +112,65 @@ def open_repository(start: Path) -> pygit2.Repository:
     return repo
 
 
-def prepare(start: Path, options: RecordOptions) -> Recording:
+def prepare(start: Path, options: RecordOptions,
+            environ: Mapping[str, str] | None = None) -> Recording:
+    """Everything that can refuse, checked before any test runs; nothing is written."""
+    environ = os.environ if environ is None else environ
     if options.mode not in MODES:
         raise RecordError(f"unknown mode {options.mode!r}; use one of: {', '.join(MODES)}")
+    _check_key_options(options)
     repo = open_repository(start)
     policy = load_policy(repo)
+    shard = _shard(policy, options.shard)
+    paths = shard.paths if shard else policy.fingerprint_paths
     try:
-        state = worktree_state(repo, policy.fingerprint_paths)
+        state = worktree_state(repo, paths)
         require_some_present(state.trees)
     except FingerprintError as exc:
-        raise RecordError(str(exc)) from exc
-    key = signing.resolve_signing_key(repo, options.key)
-    principal = options.principal or signing.default_principal(repo)
+        raise RecordError(str(exc) + (f" (shard {shard.name!r})" if shard else "")) from exc
+    if options.unsigned:
+        key, fingerprint = None, UNSIGNED_KEY
+        principal = options.principal or _principal_or_unknown(repo)
+    else:
+        if options.key_env:
+            key = signing.key_from_env(repo, options.key_env, environ)
+        else:
+            key = signing.resolve_signing_key(repo, options.key)
+        principal = options.principal or signing.default_principal(repo)
+        fingerprint = signing.key_fingerprint(key)
     return Recording(
         repo=repo, policy=policy, key=key, principal=principal,
-        key_fingerprint=signing.key_fingerprint(key), mode=options.mode, state=state,
+        key_fingerprint=fingerprint, mode=options.mode, state=state,
         head=str(repo.head.target),
         branch=None if repo.head_is_detached else repo.head.shorthand,
+        shard=shard, ci=ci_context.detect(environ),
     )
+
+
+def _check_key_options(options: RecordOptions) -> None:
+    if options.unsigned and (options.key or options.key_env):
+        raise RecordError("--unsigned records no signature, so it takes no signing key; "
+                          "drop --key / --key-env, or drop --unsigned to sign")
+    if options.key and options.key_env:
+        raise RecordError("--key and --key-env both name a signing key; pass only one")
+
+
+def _shard(policy: Policy, name: str | None) -> Shard | None:
+    if name is None:
+        return None
+    if name in policy.shards:
+        return policy.shards[name]
+    if not policy.shards:
+        raise RecordError(f"unknown shard {name!r}: the policy ({policy.source}) defines no shards; "
+                          "define them under [tool.gpu_proof.shards]")
+    raise RecordError(f"unknown shard {name!r}; the policy defines: {', '.join(sorted(policy.shards))}")
+
+
+def _principal_or_unknown(repo: pygit2.Repository) -> str:
+    try:
+        return signing.default_principal(repo)
+    except signing.SigningError:
+        return UNKNOWN_PRINCIPAL
 
 
 def environment() -> dict[str, str]:
@@ -112,20 +194,24 @@ def build_receipt(rec: Recording, tests: list[TestResult], exit_status: int,
         dirty_outside=rec.state.dirty_outside, pytest_args=list(pytest_args),
         environment=environment(), gpus=[d.to_dict() for d in devices],
         tests=tests, checks=checks, exit_status=exit_status,
+        shard=rec.shard.name if rec.shard else None, ci=rec.ci,
     )
 
 
 def finish(rec: Recording, tests: list[TestResult], exit_status: int,
            pytest_args: list[str], checks: list[dict[str, Any]] | None = None) -> RecordOutcome:
     """Sign and store the receipt; refuse if the code changed during the run."""
-    now = worktree_state(rec.repo, rec.policy.fingerprint_paths)
+    now = worktree_state(rec.repo, rec.paths)
     if now.trees != rec.state.trees:
         raise RecordError("files under the fingerprint paths changed while the tests ran; "
                           "no receipt recorded. Run again without editing.")
     receipt = build_receipt(rec, tests, exit_status, pytest_args, checks or [])
     payload = serialize_payload(receipt)
     parse_payload(payload)  # a receipt we could not read back must never be stored
-    signature = signing.sign(payload, rec.key)
+    if rec.key is None:
+        signature = UNSIGNED_TRAILER + "\n"
+    else:
+        signature = signing.sign(payload, rec.key)
     signed = SignedReceipt(receipt, payload, signature)
     if rec.state.matches_head:
         added = NotesStore(rec.repo).add(rec.head, signed)

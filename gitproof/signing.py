@@ -5,6 +5,11 @@ Key selection mirrors git's ``sign_buffer_ssh``: an explicit ``--key`` wins, the
 A key is either a literal public key (``key::ssh-ed25519 AAAA...`` or, legacy, a
 value starting with ``ssh-``), signed through ssh-agent with ``-U``, or a path to a
 private key or to a ``.pub`` whose private half is in the agent.
+
+For CI, ``key_from_env`` takes the private key's text from an environment
+variable (a CI secret). It stays in memory; ``ssh-keygen`` gets it only as a
+0600 file in a private (0700) temporary directory that exists while one
+signature is made and is removed afterwards, whatever happens.
 """
 from __future__ import annotations
 
@@ -15,8 +20,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Mapping
 
 import pygit2
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -42,17 +49,24 @@ class SigningKey:
     """Which key to sign with and how it was specified.
 
     ``spec`` is the bare public key line when ``literal`` (``key::`` stripped),
-    otherwise the key file path with ``~`` expanded.
+    ``$NAME`` for a private key taken from an environment variable (its text
+    is in ``secret``, never shown), otherwise the key file path with ``~``
+    expanded.
     """
 
     spec: str
     literal: bool
     source: str
     program: str = DEFAULT_PROGRAM
+    secret: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def path(self) -> Path | None:
-        return None if self.literal else Path(self.spec)
+        return None if self.literal or self.secret is not None else Path(self.spec)
+
+    @property
+    def from_environment(self) -> bool:
+        return self.secret is not None
 
 
 # --- configuration -------------------------------------------------------------
@@ -153,6 +167,66 @@ def resolve_signing_key(repo: pygit2.Repository, override: str | None = None) ->
     )
 
 
+def key_from_env(repo: pygit2.Repository, name: str,
+                 environ: Mapping[str, str] | None = None) -> SigningKey:
+    """A private key whose OpenSSH text is the value of environment variable ``name``.
+
+    Refuses, naming only the variable, when it is unset, empty, not a private
+    key or passphrase-protected. The value is normalised (CRLF to LF, the final
+    newline GitHub and GitLab secrets often lose) and checked by deriving its
+    public key, so a bad secret is reported before any test runs.
+    """
+    environ = os.environ if environ is None else environ
+    where = f"--key-env {name}"
+    if not name or "=" in name or "\0" in name:
+        raise SigningError(f"{where}: not a valid environment variable name")
+    value = environ.get(name)
+    if value is None:
+        raise SigningError(f"{where}: environment variable {name} is not set; put the OpenSSH "
+                           "private key there (a CI secret), or sign with --key")
+    text = value.replace("\r\n", "\n").strip()
+    if not text:
+        raise SigningError(f"{where}: environment variable {name} is empty (CI systems pass an "
+                           "empty value when the secret is not available to this job, for "
+                           "example on pull requests from forks)")
+    first = text.splitlines()[0]
+    if not (first.startswith("-----BEGIN ") and first.endswith("PRIVATE KEY-----")):
+        raise SigningError(f"{where}: {name} does not hold a private key: expected the text of an "
+                           "OpenSSH private key file, starting with "
+                           "'-----BEGIN OPENSSH PRIVATE KEY-----' (not a path or a public key)")
+    key = SigningKey(spec=f"${name}", literal=False, source=where,
+                     program=_signing_program(repo), secret=(text + "\n").encode("utf-8"))
+    public_key_of(key)  # unreadable or passphrase-protected: refuse now, not after the run
+    return key
+
+
+@contextmanager
+def private_key_file(key: SigningKey, directory: Path | None = None) -> Iterator[Path]:
+    """A key from the environment as a file for ssh-keygen, removed on leaving.
+
+    Created with mode 0600 (never wider, whatever the umask) in ``directory``
+    or in a fresh private (0700) temporary directory; removed on leaving,
+    exceptions and Ctrl-C included (a ``.pub`` beside it goes too).
+    """
+    if key.secret is None:
+        raise ValueError("private_key_file is only for keys from the environment")
+    own = directory is None
+    workdir = Path(tempfile.mkdtemp(prefix="gitproof-key-")) if own else directory
+    path = workdir / "signing_key"
+    try:
+        _write_private(path, key.secret)
+        yield path
+    finally:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            for leftover in (path, Path(f"{path}.pub")):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
+
+
 # --- public key and fingerprint ------------------------------------------------
 
 
@@ -206,7 +280,26 @@ def _derive_with_cryptography(path: Path) -> str | None:
     return raw.decode("ascii")
 
 
-def _derive_with_ssh_keygen(path: Path, program: str) -> str:
+def _public_line_of_secret(key: SigningKey) -> str:
+    """The public half of a key from the environment: in memory when possible."""
+    assert key.secret is not None
+    try:
+        private = serialization.load_ssh_private_key(key.secret, password=None)
+        return private.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        ).decode("ascii")
+    except TypeError as exc:  # cryptography's "private key is encrypted"
+        raise SigningError(
+            f"{key.source}: the key in {key.spec} is protected by a passphrase, which nothing "
+            "can type in CI; store an unencrypted key in the secret (`ssh-keygen -p -N ''`)"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm):
+        pass  # the older PEM format, or a type cryptography does not know: ask ssh-keygen
+    with private_key_file(key) as path:
+        return _derive_with_ssh_keygen(path, key.program, from_env=key)
+
+
+def _derive_with_ssh_keygen(path: Path, program: str, from_env: SigningKey | None = None) -> str:
     try:
         result = subprocess.run(
             [program, "-y", "-f", str(path)],
@@ -215,6 +308,10 @@ def _derive_with_ssh_keygen(path: Path, program: str) -> str:
     except OSError as exc:
         raise _program_error(program, exc) from exc
     if result.returncode != 0:
+        if from_env is not None:  # no file the user could fix; its temporary name means nothing
+            stderr = result.stderr.strip().replace(str(path), from_env.spec)
+            raise SigningError(f"{from_env.source}: could not read the private key in "
+                               f"{from_env.spec} with `{program} -y`: {stderr}")
         raise SigningError(
             f"could not read the public key of {path} with `{program} -y`: "
             f"{result.stderr.strip()} (put the matching .pub file beside it)"
@@ -226,6 +323,8 @@ def public_key_of(key: SigningKey) -> str:
     """The public key as ``<type> <base64>`` (comment dropped, so it is canonical)."""
     if key.literal:
         line = key.spec
+    elif key.secret is not None:
+        line = _public_line_of_secret(key)
     else:
         path = Path(key.spec)
         line = (
@@ -266,11 +365,12 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _sign_command(key: SigningKey, workdir: Path, payload_file: Path, namespace: str) -> list[str]:
+def _sign_command(key: SigningKey, workdir: Path, payload_file: Path, namespace: str,
+                  key_file: Path | None = None) -> list[str]:
     if key.literal:
         key_file = workdir / "signing_key.pub"
         _write_private(key_file, key.spec.encode("ascii") + b"\n")
-    else:
+    elif key_file is None:
         key_file = Path(key.spec)
     command = [key.program, "-Y", "sign", "-n", namespace, "-f", str(key_file)]
     if key.literal:
@@ -311,7 +411,14 @@ def sign(payload: bytes, key: SigningKey, namespace: str = NAMESPACE) -> str:
     try:
         payload_file = workdir / "payload"
         _write_private(payload_file, payload)
-        _run_signer(_sign_command(key, workdir, payload_file, namespace), key.program)
+        if key.secret is None:
+            _run_signer(_sign_command(key, workdir, payload_file, namespace), key.program)
+        else:
+            public = public_key_of(key)
+            with private_key_file(key, workdir) as key_file:
+                # ssh-keygen -Y sign reads the public half from <key>.pub for PEM-format keys
+                _write_private(Path(f"{key_file}.pub"), public.encode("ascii") + b"\n")
+                _run_signer(_sign_command(key, workdir, payload_file, namespace, key_file), key.program)
         return _read_signature(Path(f"{payload_file}.sig"), key.program)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

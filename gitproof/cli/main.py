@@ -13,7 +13,8 @@ def build_app():
     import typer
 
     from gitproof import __version__
-    from gitproof.cli import demo, doctor, fetch, hook, install, log, plan, push, run, show, status, verify
+    from gitproof.cli import (demo, doctor, fetch, hook, install, log, plan, push, run, show, signers,
+                             status, verify)
 
     app = typer.Typer(
         name="git gpu-proof",
@@ -22,9 +23,10 @@ def build_app():
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # help texts mention [tool.gpu_proof]; it is not markup
         context_settings={"help_option_names": ["-h", "--help"]},
     )
-    for module in (run, verify, plan, show, log, status, push, fetch, install, doctor, hook, demo):
+    for module in (run, verify, plan, show, log, status, push, fetch, install, doctor, hook, demo, signers):
         module.register(app)
 
     def show_version(value: bool) -> None:

@@ -12,14 +12,25 @@ from gitproof.record import MODES
 
 
 def build_pytest_args(key: str | None, principal: str | None, mode: str,
-                      extra: list[str]) -> list[str]:
+                      extra: list[str], *, key_env: str | None = None,
+                      unsigned: bool = False, fail_on_skip: bool = False,
+                      shard: str | None = None) -> list[str]:
     # "--opt=value" in one argument: pytest would take a bare path argument (the key)
-    # into account when choosing its root directory.
+    # into account when choosing its root directory. Only the key variable's *name*
+    # is passed (and so recorded in pytest-args), never its value.
     args = ["--gpu-proof", f"--gpu-proof-mode={mode}"]
     if key:
         args.append(f"--gpu-proof-key={key}")
+    if key_env:
+        args.append(f"--gpu-proof-key-env={key_env}")
     if principal:
         args.append(f"--gpu-proof-principal={principal}")
+    if shard:
+        args.append(f"--gpu-proof-shard={shard}")
+    if unsigned:
+        args.append("--gpu-proof-unsigned")
+    if fail_on_skip:
+        args.append("--gpu-proof-fail-on-skip")
     return args + list(extra)
 
 
@@ -28,16 +39,36 @@ def command(
     key: Optional[str] = typer.Option(None, "--key", help="Signing key: a private key path, a .pub "
                                       "whose key is in ssh-agent, or key::<public key>. "
                                       "Default: git config user.signingKey."),
+    key_env: Optional[str] = typer.Option(
+        None, "--key-env", metavar="VAR",
+        help="Sign with the OpenSSH private key whose text is in environment variable VAR "
+             "(a CI secret). It goes to disk only as a 0600 file in a private temporary "
+             "directory while signing, and is removed afterwards; VAR is hidden from the tests. "
+             "Refused before any test runs if VAR is unset, empty or not a usable key."),
     principal: Optional[str] = typer.Option(None, "--principal",
                                             help="Signer identity to record. Default: user.email."),
     mode: str = typer.Option("local", "--mode", help=f"One of: {', '.join(MODES)}."),
+    shard: Optional[str] = typer.Option(
+        None, "--shard", metavar="NAME",
+        help="Run one shard of [tool.gpu_proof.shards]: only its tests, fingerprinting only its "
+             "paths; the receipt names the shard. Refused if the policy does not define NAME."),
+    fail_on_skip: bool = typer.Option(
+        False, "--fail-on-skip",
+        help="A skipped GPU test (or a test module skipped while collecting) fails the run, and "
+             "the receipt is recorded with verdict failed. Also [tool.gpu_proof] fail_on_skip = true."),
+    unsigned: bool = typer.Option(
+        False, "--unsigned",
+        help="Dry run: record an UNSIGNED receipt, no signing key needed. Verification rejects "
+             "it unless --allow-unsigned (or allow_unsigned = true)."),
 ) -> None:
     """Run the tests marked gpu_proof and attach a signed receipt to HEAD.
 
-    Arguments after `--` go to pytest unchanged. Exit status is pytest's;
-    a failing run is recorded too (verdict failed) but validates nothing.
-    When the fingerprint paths differ from HEAD, the receipt is kept as
-    pending until a commit records exactly that content.
+    Arguments after `--` go to pytest unchanged (pytest-xdist's `-n 4` works:
+    one receipt, made by the controller). Exit status is pytest's; a failing
+    run is recorded too (verdict failed) but validates nothing. When the
+    fingerprint paths differ from HEAD, the receipt is kept as pending until a
+    commit records exactly that content. In GitHub Actions and GitLab CI the
+    job's identity is recorded in the receipt's `ci:` line.
     """
     import pytest  # only `run` needs pytest loaded
 
@@ -45,7 +76,9 @@ def command(
     if repo.workdir is None:
         fail("run needs a working tree, not a bare repository")
     os.chdir(Path(repo.workdir))
-    code = pytest.main(build_pytest_args(key, principal, mode, ctx.args))
+    code = pytest.main(build_pytest_args(key, principal, mode, ctx.args, key_env=key_env,
+                                         unsigned=unsigned, fail_on_skip=fail_on_skip,
+                                         shard=shard))
     raise typer.Exit(int(code))
 
 
