@@ -151,6 +151,9 @@ def _normalized(key: str, value: Any, source: str) -> Any:
         raise PolicyError(f"{source}: {key} must be one of {', '.join(_CHOICES[key])}, not {value!r}")
     if key in _STRING_LISTS and not all(isinstance(v, str) and v for v in value):
         raise PolicyError(f"{source}: {key} must be a list of non-empty strings")
+    if key == "required_shards" and not value:
+        raise PolicyError(f"{source}: required_shards must name at least one shard "
+                          "(leave it out to require every shard)")
     if key == "fingerprint_paths":
         return _paths(value, source, key)
     if key == "shards":

@@ -44,6 +44,7 @@ def test_values_are_read_and_paths_normalised():
     ('[tool.gpu_proof.shards.k]\ntests = ["tests/k"]\n', "shards.k needs paths"),
     ('[tool.gpu_proof.shards.k]\npaths = ["src/k"]\nfiles = []\n', "unknown key 'files' in shards.k"),
     ('[tool.gpu_proof]\nrequired_shards = ["nope"]\n', "undefined shard 'nope'"),
+    ('[tool.gpu_proof]\nrequired_shards = []\n', "at least one shard"),
     ('[tool.gpu_proof\n', "not valid TOML"),
     ('[tool.gpu_proof]\npush_check = "some"\n', "push_check must be one of tip, every"),
     ('[tool.gpu_proof]\npush_refs = ["main"]\n', "push_refs must list ref patterns"),

@@ -85,7 +85,9 @@ def command(
     else:
         for rev, verdict, commit in verdicts:
             typer.echo(commit_line(verdict, commit.message.splitlines()[0] if commit.message else ""))
-        if not ok:
+        if not ok and verifier.policy.shards:
+            typer.echo("To validate: `git gpu-proof plan` lists the shards to re-run.")
+        elif not ok:
             typer.echo("To validate: run the GPU tests on this code with `git gpu-proof run`.")
     raise typer.Exit(EXIT_OK if ok else EXIT_UNVALIDATED)
 
