@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -59,6 +59,7 @@ class SigningKey:
     source: str
     program: str = DEFAULT_PROGRAM
     secret: bytes | None = field(default=None, repr=False, compare=False)
+    public: str | None = field(default=None, compare=False)  # of ``secret``, derived once
 
     @property
     def path(self) -> Path | None:
@@ -196,8 +197,8 @@ def key_from_env(repo: pygit2.Repository, name: str,
                            "'-----BEGIN OPENSSH PRIVATE KEY-----' (not a path or a public key)")
     key = SigningKey(spec=f"${name}", literal=False, source=where,
                      program=_signing_program(repo), secret=(text + "\n").encode("utf-8"))
-    public_key_of(key)  # unreadable or passphrase-protected: refuse now, not after the run
-    return key
+    # unreadable or passphrase-protected: refuse now, not after the run
+    return replace(key, public=public_key_of(key))
 
 
 @contextmanager
@@ -324,7 +325,7 @@ def public_key_of(key: SigningKey) -> str:
     if key.literal:
         line = key.spec
     elif key.secret is not None:
-        line = _public_line_of_secret(key)
+        line = key.public or _public_line_of_secret(key)
     else:
         path = Path(key.spec)
         line = (
