@@ -72,14 +72,6 @@ class Recording:
         """The fingerprint paths of this run: its shard's, or the policy's."""
         return list(self.shard.paths) if self.shard else list(self.policy.fingerprint_paths)
 
-    @property
-    def unsigned(self) -> bool:
-        return self.key is None
-
-    def selects(self, nodeid: str) -> bool:
-        """Is this test part of the run's scope (always, without a shard)?"""
-        return self.shard is None or selects(self.shard.tests, nodeid)
-
 
 def selects(selectors: list[str] | tuple[str, ...], nodeid: str) -> bool:
     """A shard's test selectors: node ids, files or directories; none selects everything."""
