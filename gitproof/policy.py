@@ -31,6 +31,14 @@ class PolicyError(Exception):
     """The policy cannot be read or is invalid; the message names the problem."""
 
 
+def selects(selectors: list[str] | tuple[str, ...], nodeid: str) -> bool:
+    """Test selectors are node ids (parametrized cases included), files or directories;
+    no selectors select everything."""
+    return not selectors or any(
+        nodeid == s or nodeid.startswith((s + "::", s + "[", s.rstrip("/") + "/"))
+        for s in selectors)
+
+
 @dataclass(frozen=True)
 class Shard:
     """A named part of the suite with its own fingerprint paths and tests."""

@@ -26,7 +26,7 @@ from gitproof import __version__, ci_context, gpu, signing
 from gitproof.fingerprint import FingerprintError, WorktreeState, require_some_present, worktree_state
 from gitproof.notes import NotesStore
 from gitproof.pending import PendingStore
-from gitproof.policy import Policy, Shard, load_policy
+from gitproof.policy import Policy, Shard, load_policy, selects
 from gitproof.receipt import (UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, SignedReceipt, TestResult,
                               parse_payload, serialize_payload)
 
@@ -71,13 +71,6 @@ class Recording:
     def paths(self) -> list[str]:
         """The fingerprint paths of this run: its shard's, or the policy's."""
         return list(self.shard.paths) if self.shard else list(self.policy.fingerprint_paths)
-
-
-def selects(selectors: list[str] | tuple[str, ...], nodeid: str) -> bool:
-    """A shard's test selectors: node ids, files or directories; none selects everything."""
-    return not selectors or any(
-        nodeid == s or nodeid.startswith(s + "::") or nodeid.startswith(s.rstrip("/") + "/")
-        for s in selectors)
 
 
 def may_hold(selectors: list[str] | tuple[str, ...], nodeid: str) -> bool:
@@ -149,6 +142,9 @@ def _check_key_options(options: RecordOptions) -> None:
 
 def _shard(policy: Policy, name: str | None) -> Shard | None:
     if name is None:
+        if policy.shards:  # an unsharded receipt could never count under this policy
+            raise RecordError(f"the policy defines shards ({', '.join(sorted(policy.shards))}): "
+                              "run one with --shard NAME (`git gpu-proof plan` says which)")
         return None
     if name in policy.shards:
         return policy.shards[name]

@@ -20,7 +20,7 @@ from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, Revok
                                       match_pattern_list, verify_signed_payload)
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
-from gitproof.policy import Policy, PolicyError, load_policy, read_node_ids
+from gitproof.policy import Policy, PolicyError, load_policy, read_node_ids, selects
 from gitproof.receipt import SignedReceipt
 
 NAMESPACE = "gpu-proof"
@@ -433,10 +433,8 @@ class Scope:
     tests: tuple[str, ...] = ()
 
     def selects(self, nodeid: str) -> bool:
-        """Is this test part of the scope? Selectors are node ids, files or directories."""
-        return not self.tests or any(
-            nodeid == t or nodeid.startswith(t + "::") or nodeid.startswith(t.rstrip("/") + "/")
-            for t in self.tests)
+        """Is this test part of the scope?"""
+        return selects(self.tests, nodeid)
 
 
 class Verifier:

@@ -660,6 +660,21 @@ def test_unknown_shard_is_refused_listing_the_defined_ones(pytester, sharded):
     assert "passed" not in result.stdout.str() and notes_ref(sharded) == ""
 
 
+def test_unsharded_run_under_a_sharded_policy_is_refused(pytester, sharded):
+    result = pytester.runpytest("--gpu-proof")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the policy defines shards*run one with --shard NAME*"])
+    assert notes_ref(sharded) == ""
+
+
+def test_a_selector_covers_the_parametrized_cases_of_a_test():
+    from gitproof.policy import selects
+
+    assert selects(["tests/k.py::test_sum"], "tests/k.py::test_sum[float32]")
+    assert not selects(["tests/k.py::test_sum"], "tests/k.py::test_summary")
+    assert selects(["tests/k"], "tests/k/test_a.py::t") and not selects(["tests/k"], "tests/kx/t.py::t")
+
+
 def test_shard_without_shards_in_the_policy_is_refused(pytester, project):
     result = pytester.runpytest("--gpu-proof", "--gpu-proof-shard=kernels")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
