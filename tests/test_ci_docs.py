@@ -110,7 +110,7 @@ def test_the_document_shows_the_commands_these_tests_run():
         assert shows(snippet, text), snippet
     for needed in ("fetch-depth: 0", "GIT_DEPTH: \"0\"", "github.event.pull_request.head.sha",
                    "git gpu-proof run --mode ci-gpu --principal", "if: always()",
-                   'namespaces="gpu-proof"', "git gpu-proof doctor", "planned"):
+                   'namespaces="gpu-proof"', "git gpu-proof doctor", "--key-env"):
         assert needed in text, needed
 
 
