@@ -7,6 +7,7 @@ committed now: tracked changes plus untracked files that are not ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pygit2
 
@@ -18,9 +19,16 @@ class FingerprintError(Exception):
 
 
 def normalize_path(path: str) -> str:
+    """A repository path as git names it in trees: ``a/b``, nothing else.
+
+    Anything git would never find (``./src``, ``src//k``, ``src\\k``, ``..``)
+    is refused rather than silently recorded as absent forever.
+    """
     cleaned = path.strip().strip("/")
-    if not cleaned or cleaned.startswith("../") or "/../" in f"/{cleaned}/" or cleaned == "..":
-        raise FingerprintError(f"fingerprint path {path!r} must be a path inside the repository")
+    parts = cleaned.split("/")
+    if not cleaned or "\\" in cleaned or any(part in ("", ".", "..") for part in parts):
+        raise FingerprintError(f"fingerprint path {path!r} must be a plain path inside the repository, "
+                               "such as \"src\" or \"src/kernels\"")
     return cleaned
 
 
@@ -29,9 +37,14 @@ def tree_trees(tree: pygit2.Tree, paths: list[str]) -> Trees:
     trees: Trees = {}
     for path in paths:
         try:
-            trees[path] = str(tree[path].id)
+            entry = tree[path]
         except KeyError:
             trees[path] = None
+            continue
+        if entry.filemode == pygit2.enums.FileMode.LINK:
+            raise FingerprintError(f"fingerprint path {path!r} is a symbolic link: its id would cover "
+                                   "the link text, not the code; list the real directory instead")
+        trees[path] = str(entry.id)
     return trees
 
 
@@ -73,11 +86,12 @@ def worktree_state(repo: pygit2.Repository, paths: list[str]) -> WorktreeState:
         raise FingerprintError("this is a bare repository; run inside a working tree")
     head = repo.head.peel(pygit2.Commit)
     head_trees = commit_trees(repo, head, paths)
+    _refuse_hidden_changes(repo, paths)
     status = repo.status(untracked_files="all", ignored=False)
     caches = [p for p, f in status.items() if f & pygit2.enums.FileStatus.WT_NEW and _is_bytecode_cache(p)]
     for path in caches:
         del status[path]
-    changed = sorted(p for p, flags in status.items() if _under(p, paths) and not _only_ignored(flags))
+    changed = sorted(p for p in status if _under(p, paths))
     dirty_outside = any(not _under(p, paths) for p in status)
     if not changed:
         return WorktreeState(head_trees, head_trees, [], dirty_outside)
@@ -86,16 +100,52 @@ def worktree_state(repo: pygit2.Repository, paths: list[str]) -> WorktreeState:
     return WorktreeState(_staged_trees(repo, paths, leave_out), head_trees, changed, dirty_outside)
 
 
+_ASSUME_VALID = 0x8000  # git_index_entry.flags: `git update-index --assume-unchanged`
+_SKIP_WORKTREE = 0x4000  # git_index_entry.flags_extended: `--skip-worktree`, sparse checkout
+
+
+def _refuse_hidden_changes(repo: pygit2.Repository, paths: list[str]) -> None:
+    """Changes that git status cannot see must not be taken for committed code.
+
+    pygit2's IndexEntry does not expose the index flags, so they are read
+    through pygit2's own libgit2 bindings.
+    """
+    hidden, submodules = [], []
+    index = repo.index
+    for position in range(pygit2.C.git_index_entrycount(index._index)):
+        raw = pygit2.C.git_index_get_byindex(index._index, position)
+        path = pygit2.ffi.string(raw.path).decode("utf-8", errors="replace")
+        if not _under(path, paths):
+            continue
+        if raw.flags & _ASSUME_VALID or raw.flags_extended & _SKIP_WORKTREE:
+            hidden.append(path)
+        elif raw.mode == pygit2.enums.FileMode.COMMIT:
+            submodules.append(path)
+    if hidden:
+        raise FingerprintError("files under the fingerprint paths are hidden from git status "
+                               f"(assume-unchanged or skip-worktree): {', '.join(hidden[:5])}; clear it with "
+                               "`git update-index --no-assume-unchanged --no-skip-worktree <file>`")
+    for path in submodules:
+        _refuse_dirty_submodule(repo, path)
+
+
+def _refuse_dirty_submodule(repo: pygit2.Repository, path: str) -> None:
+    try:
+        sub = pygit2.Repository(str(Path(repo.workdir) / path))
+    except pygit2.GitError:
+        return  # not checked out: nothing in it can differ
+    recorded = repo.index[path].id
+    if sub.head_is_unborn or sub.head.target != recorded or sub.status(untracked_files="all", ignored=False):
+        raise FingerprintError(f"submodule {path} under the fingerprint paths has changes its gitlink does "
+                               "not record; commit them in the submodule and update the gitlink first")
+
+
 def _is_bytecode_cache(path: str) -> bool:
     """Python's caches, which the test run itself writes: never part of the code.
 
     Only untracked ones are skipped, as if they were in .gitignore."""
     parts = path.split("/")
     return "__pycache__" in parts or ".pytest_cache" in parts or path.endswith((".pyc", ".pyo"))
-
-
-def _only_ignored(flags: int) -> bool:
-    return flags == pygit2.enums.FileStatus.IGNORED
 
 
 def _staged_trees(repo: pygit2.Repository, paths: list[str], leave_out: list[str]) -> Trees:

@@ -72,12 +72,15 @@ class GitHubKeysError(Exception):
 
 def is_valid_username(name: str) -> bool:
     """GitHub's rule: ASCII letters, digits and single inner hyphens, at most 39 characters."""
-    return 0 < len(name) <= USERNAME_MAX and _USERNAME_RE.fullmatch(name) is not None
+    # Lowercase only: GitHub treats names case-insensitively, the policy's patterns do not,
+    # so "Mallory" must not slip past a "!mallory" exclusion.
+    return (0 < len(name) <= USERNAME_MAX and name == name.lower()
+            and _USERNAME_RE.fullmatch(name) is not None)
 
 
 def username_problem(name: str) -> str:
-    return (f"{name!r} is not a valid GitHub username (letters, digits and single hyphens, "
-            f"not at either end, at most {USERNAME_MAX} characters)")
+    return (f"{name!r} is not a valid GitHub username as a signer (lowercase letters, digits and "
+            f"single hyphens, not at either end, at most {USERNAME_MAX} characters)")
 
 
 def check_base_url(url: str) -> str:

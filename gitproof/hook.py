@@ -124,6 +124,8 @@ class PushCheck:
             return
         result.attached += len(attach_pending(self.repo, self.verifier.policy, new))
         tip_trees = self.verifier.trees_of(tip)
+        if update.remote_known and update.remote_sha in self.repo:
+            bases = [self.repo[update.remote_sha].peel(pygit2.Commit)]  # what the remote has for this ref
         base_trees = [self.verifier.trees_of(b) for b in bases]
         if any(trees == tip_trees for trees in base_trees) and self.mode == "tip":
             result.unchanged.append(update.remote_ref)

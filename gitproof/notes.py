@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pygit2
 
-from gitproof.receipt import NoteEntry, SignedReceipt, join_note, parse_note
+from gitproof.receipt import NoteEntry, SignedReceipt, join_note, note_entries
 
 NOTES_REF = "refs/notes/gpu-proof"
 _HEX_NAME = re.compile(r"^[0-9a-f]+$")
@@ -78,7 +78,7 @@ class NotesStore:
             return []
         blob_id = entry[0]
         if blob_id not in self._parsed:
-            self._parsed[blob_id] = parse_note(self.repo[blob_id].data.decode("utf-8", errors="replace"))
+            self._parsed[blob_id] = note_entries(self.repo[blob_id].data)
         return self._parsed[blob_id]
 
     # -- writing -------------------------------------------------------------
@@ -87,13 +87,12 @@ class NotesStore:
         """Append a receipt to the commit's note. False when it was already there."""
         for _ in range(_MAX_RETRIES):
             tip = self.tip()
-            existing = _existing_note(self.repo, tip, commit_id)
-            text = existing[0] if existing else ""
-            if any(e.signed and e.signed.identity == signed.identity for e in parse_note(text)):
+            existing = _existing_note(tip, commit_id)
+            data = existing[0] if existing else b""
+            if any(e.signed and e.signed.identity == signed.identity for e in note_entries(data)):
                 return False
             path = existing[1] if existing else commit_id
-            new_tree = tree_with_note(self.repo, tip.tree if tip else None, path,
-                                       join_note(text, signed).encode("utf-8"))
+            new_tree = tree_with_note(self.repo, tip.tree if tip else None, path, join_note(data, signed))
             if self.commit_tree(tip, new_tree, f"gpu-proof: receipt for {commit_id}"):
                 return True
         raise NotesError(f"{self.ref} kept changing under us; try again")
@@ -138,8 +137,8 @@ class _LostRace(Exception):
     """Another writer moved the notes ref between our read and our update."""
 
 
-def _existing_note(repo: pygit2.Repository, tip: pygit2.Commit | None,
-                   commit_id: str) -> tuple[str, str] | None:
+def _existing_note(tip: pygit2.Commit | None, commit_id: str) -> tuple[bytes, str] | None:
+    """The commit's note blob, raw, and where it sits in the notes tree."""
     if tip is None:
         return None
     for path in _fanout_paths(commit_id):
@@ -147,8 +146,8 @@ def _existing_note(repo: pygit2.Repository, tip: pygit2.Commit | None,
             entry = tip.tree[path]
         except KeyError:
             continue
-        if entry.type_str == "blob":
-            return repo[entry.id].data.decode("utf-8", errors="replace"), path
+        if isinstance(entry, pygit2.Blob):
+            return entry.data, path
     return None
 
 

@@ -16,7 +16,7 @@ import pygit2
 from gitproof.fingerprint import commit_trees
 from gitproof.notes import NotesStore
 from gitproof.policy import Policy
-from gitproof.receipt import SignedReceipt, parse_note
+from gitproof.receipt import SignedReceipt, note_entries
 
 PENDING_PREFIX = "refs/gpu-proof/pending/"
 
@@ -46,7 +46,7 @@ class PendingStore:
             if not ref.startswith(PENDING_PREFIX):
                 continue
             blob = self.repo.references[ref].target
-            for entry in parse_note(self.repo[blob].data.decode("utf-8", errors="replace")):
+            for entry in note_entries(self.repo[blob].data):
                 if entry.signed:
                     pending.append(PendingReceipt(ref, entry.signed))
         return pending

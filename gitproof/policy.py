@@ -228,7 +228,8 @@ def policy_from_toml(text: str, source: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from exc
-    table = data.get("tool", {}).get("gpu_proof", {})
+    tool = data.get("tool", {})
+    table = tool.get("gpu_proof", {}) if isinstance(tool, dict) else None
     if not isinstance(table, dict):
         raise PolicyError(f"{source}: [tool.gpu_proof] must be a table")
     return policy_from_table(table, source)
@@ -236,10 +237,7 @@ def policy_from_toml(text: str, source: str) -> Policy:
 
 def read_policy_file(path: Path) -> dict[str, Any]:
     """A ``--policy`` file: JSON, or TOML with the keys at the top or under [tool.gpu_proof]."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from exc
+    text = _read_text(path, "policy file")
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -250,7 +248,9 @@ def read_policy_file(path: Path) -> dict[str, Any]:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
-        data = data.get("tool", {}).get("gpu_proof", data)
+        tool = data.get("tool")
+        if isinstance(tool, dict) and "gpu_proof" in tool:
+            data = tool["gpu_proof"]
     if not isinstance(data, dict):
         raise PolicyError(f"{path}: a policy file must hold an object of policy keys")
     _validated(data, str(path), partial=True)
@@ -259,11 +259,20 @@ def read_policy_file(path: Path) -> dict[str, Any]:
 
 def read_node_ids(path: Path) -> list[str]:
     """A file of test node ids, one per line; blank lines and # comments ignored."""
+    return node_ids_in(_read_text(path, "file"))
+
+
+def node_ids_in(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _read_text(path: Path, what: str) -> str:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path} is not UTF-8 text") from exc
     except OSError as exc:
-        raise PolicyError(f"cannot read {path}: {exc.strerror}") from exc
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        raise PolicyError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
 def load_policy(repo: pygit2.Repository, rev: str | None = None) -> Policy:
@@ -275,7 +284,7 @@ def load_policy(repo: pygit2.Repository, rev: str | None = None) -> Policy:
     path = Path(repo.workdir) / PYPROJECT
     if not path.exists():
         return Policy()
-    return policy_from_toml(path.read_text(encoding="utf-8"), str(path))
+    return policy_from_toml(_read_text(path, "policy"), str(path))
 
 
 def _policy_at(repo: pygit2.Repository, rev: str) -> Policy:
@@ -287,7 +296,11 @@ def _policy_at(repo: pygit2.Repository, rev: str) -> Policy:
         blob = commit.tree[PYPROJECT]
     except KeyError:
         return Policy(source=f"{rev}: (no {PYPROJECT})")
-    return policy_from_toml(repo[blob.id].data.decode("utf-8"), f"{rev}:{PYPROJECT}")
+    try:
+        text = repo[blob.id].data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{rev}:{PYPROJECT} is not UTF-8 text") from exc
+    return policy_from_toml(text, f"{rev}:{PYPROJECT}")
 
 
 def known_keys() -> list[str]:

@@ -62,7 +62,6 @@ def unescape(text: str) -> str:
         if escape(text) != text:
             raise ReceiptFormatError(f"value is not canonically escaped: {text!r}")
         return text
-    pieces = []
     pos = 0
     raw = bytearray()
     for match in _ESCAPE_RE.finditer(text):
@@ -74,7 +73,6 @@ def unescape(text: str) -> str:
         value = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ReceiptFormatError(f"escaped value is not UTF-8: {text!r}") from exc
-    pieces.append(value)
     if escape(value) != text:
         raise ReceiptFormatError(f"value is not canonically escaped: {text!r}")
     return value
@@ -370,7 +368,7 @@ def _build(header: _HeaderParser, tests: list[TestResult]) -> Receipt:
     if dirty not in ("yes", "no"):
         raise ReceiptFormatError(f"dirty-outside-paths must be yes or no, got {dirty!r}")
     exit_status = header.require("exit-status")
-    if not re.fullmatch(r"-?\d+", exit_status):
+    if not re.fullmatch(r"-?\d{1,9}", exit_status):
         raise ReceiptFormatError(f"bad exit-status {exit_status!r}")
     args = _parse_args(header.require("pytest-args"))
     receipt = Receipt(
@@ -391,7 +389,7 @@ def _build(header: _HeaderParser, tests: list[TestResult]) -> Receipt:
 def _parse_args(value: str) -> list[str]:
     try:
         args = json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ReceiptFormatError(f"pytest-args is not valid JSON: {value!r}") from exc
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise ReceiptFormatError("pytest-args must be a JSON list of strings")
@@ -479,6 +477,8 @@ def _parse_entry(payload: str, signature: str, index: int) -> NoteEntry:
         receipt = parse_payload(payload.encode("utf-8"))
     except ReceiptFormatError as exc:
         return NoteEntry(None, f"malformed receipt: {exc}", index)
+    except (ValueError, RecursionError, OverflowError) as exc:  # hostile input: never a crash
+        return NoteEntry(None, f"malformed receipt: {type(exc).__name__}", index)
     if (trailer == UNSIGNED_TRAILER) != (receipt.key_fingerprint == UNSIGNED_KEY):
         return NoteEntry(None, "malformed receipt: 'unsigned' key without the unsigned trailer "
                                "(or the reverse)", index)
@@ -487,9 +487,15 @@ def _parse_entry(payload: str, signature: str, index: int) -> NoteEntry:
     return NoteEntry(SignedReceipt(receipt, payload.encode("utf-8"), signature), None, index)
 
 
-def join_note(existing: str, addition: SignedReceipt) -> str:
-    """Append a receipt to a note's text, leaving existing bytes untouched."""
+def join_note(existing: bytes, addition: SignedReceipt) -> bytes:
+    """Append a receipt to a note's bytes, leaving the existing bytes exactly as they are."""
+    added = addition.text.encode("utf-8")
     if not existing:
-        return addition.text
-    separator = "" if existing.endswith("\n\n") else ("\n" if existing.endswith("\n") else "\n\n")
-    return existing + separator + addition.text
+        return added
+    separator = b"" if existing.endswith(b"\n\n") else (b"\n" if existing.endswith(b"\n") else b"\n\n")
+    return existing + separator + added
+
+
+def note_entries(data: bytes) -> list[NoteEntry]:
+    """Every receipt in a note blob; bytes that are not UTF-8 make their entry malformed."""
+    return parse_note(data.decode("utf-8", errors="replace"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pygit2
 
 from gitproof.notes import NOTES_REF, NotesStore, tree_with_note, walk_notes_tree
-from gitproof.receipt import join_note, parse_note
+from gitproof.receipt import join_note, note_entries
 
 TRACKING_PREFIX = "refs/remote-notes/"
 IN_SYNC_ENV = "GITPROOF_SYNC"  # set while gitproof itself pushes, so hooks stand aside
@@ -115,10 +115,10 @@ def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commi
         current = mine.get(commit_id)
         if current is not None and current[0] == blob_id:
             continue
-        text, added = _union(repo, current, blob_id, commit_id, result)
+        data, added = _union(repo, current, blob_id, commit_id, result)
         if added:
             path = current[1] if current else commit_id
-            tree = repo[tree_with_note(repo, tree, path, text.encode("utf-8"))]
+            tree = repo[tree_with_note(repo, tree, path, data)]
             result.receipts_added += added
             result.commits_touched += 1
     message = f"gpu-proof: merge receipts from {source_ref}"
@@ -128,19 +128,19 @@ def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commi
 
 
 def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob: str,
-           commit_id: str, result: MergeResult) -> tuple[str, int]:
-    """Our note text plus every readable receipt of theirs we do not have yet."""
-    text = repo[current[0]].data.decode("utf-8", errors="replace") if current else ""
-    have = {e.signed.identity for e in parse_note(text) if e.signed}
+           commit_id: str, result: MergeResult) -> tuple[bytes, int]:
+    """Our note's bytes plus every readable receipt of theirs we do not have yet."""
+    data = repo[current[0]].data if current else b""
+    have = {e.signed.identity for e in note_entries(data) if e.signed}
     added = 0
-    for entry in parse_note(repo[their_blob].data.decode("utf-8", errors="replace")):
+    for entry in note_entries(repo[their_blob].data):
         if entry.signed is None:
             result.bad_entries.append(f"{commit_id[:10]}: {entry.error}")
         elif entry.signed.identity not in have:
-            text = join_note(text, entry.signed)
+            data = join_note(data, entry.signed)
             have.add(entry.signed.identity)
             added += 1
-    return text, added
+    return data, added
 
 
 @dataclass

@@ -8,6 +8,7 @@ small object that says why it failed.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -20,8 +21,8 @@ from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, Revok
                                       match_pattern_list, verify_signed_payload)
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
-from gitproof.policy import Policy, PolicyError, load_policy, read_node_ids, selects
-from gitproof.receipt import SignedReceipt
+from gitproof.policy import Policy, PolicyError, load_policy, node_ids_in, read_node_ids, selects
+from gitproof.receipt import SignedReceipt, escape
 
 NAMESPACE = "gpu-proof"
 VALIDATED = "validated"
@@ -29,6 +30,7 @@ UNCHANGED = "unchanged"
 UNVALIDATED = "unvalidated"
 _HISTORY_LIMIT = 500
 CLOCK_SKEW = timedelta(minutes=5)
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class TrustError(Exception):
@@ -106,8 +108,8 @@ class Trust:
             return Failure("unsigned", "receipt is unsigned (a dry run); "
                                        "accepted only with --allow-unsigned")
         decision = self.source.decide(signed.payload, signed.signature, receipt.signer, self.now)
-        if not decision.allowed:
-            return Failure(decision.code, decision.reason)
+        if not decision.allowed:  # the reason may quote the receipt's (unauthenticated) principal
+            return Failure(decision.code, _CONTROL_CHARS.sub(lambda m: f"%{ord(m.group()):02X}", decision.reason))
         if decision.fingerprint and decision.fingerprint != receipt.key_fingerprint:
             return Failure("bad-signature", f"receipt names key {receipt.key_fingerprint} "
                                             f"but was signed by {decision.fingerprint}")
@@ -133,9 +135,10 @@ def load_trust(repo: pygit2.Repository, policy: Policy, now: datetime | None = N
     revision's objects, not from the working tree, so the code under review
     cannot add its own key.
     """
+    if trust_rev is None and repo.workdir is None:
+        trust_rev = "HEAD"  # a bare repository: trust files come from its HEAD, like its policy
     try:
-        revocation = _config_path(repo, "gpg.ssh.revocationFile")
-        revoked = RevokedKeys.from_file(revocation) if revocation else None
+        revoked = _revoked_keys(repo, trust_rev)
         if policy.signer_source == "github":
             from gitproof.github_keys import github_source
 
@@ -165,6 +168,30 @@ def _signers_path(repo: pygit2.Repository, policy: Policy) -> Path:
     return path
 
 
+def _revoked_keys(repo: pygit2.Repository, trust_rev: str | None) -> RevokedKeys | None:
+    """gpg.ssh.revocationFile; under a trusted revision a relative path is read from it."""
+    try:
+        configured = repo.config["gpg.ssh.revocationFile"]
+    except KeyError:
+        return None
+    path = Path(configured).expanduser()
+    if trust_rev and not path.is_absolute():
+        blob = _blob_at(repo, trust_rev, path.as_posix(), "revocation file")
+        return RevokedKeys.from_text(blob.data.decode("utf-8", errors="surrogateescape"),
+                                     f"{trust_rev}:{path.as_posix()}")
+    return RevokedKeys.from_file(_config_path(repo, "gpg.ssh.revocationFile"))
+
+
+def _blob_at(repo: pygit2.Repository, rev: str, path: str, what: str) -> pygit2.Blob:
+    try:
+        obj = repo.revparse_single(rev).peel(pygit2.Commit).tree[path]
+    except (KeyError, ValueError, pygit2.GitError) as exc:
+        raise TrustError(f"{what} {path} does not exist at trusted revision {rev}") from exc
+    if not isinstance(obj, pygit2.Blob):
+        raise TrustError(f"{what} {rev}:{path} is not a file")
+    return obj
+
+
 def _trusted_signers(repo: pygit2.Repository, policy: Policy, rev: str) -> AllowedSigners:
     """Nothing from the working tree: the policy's file, or a relative
     gpg.ssh.allowedSignersFile, is read from ``rev``; only an absolute
@@ -184,13 +211,7 @@ def _trusted_signers(repo: pygit2.Repository, policy: Policy, rev: str) -> Allow
 
 
 def _signers_at(repo: pygit2.Repository, rev: str, path: str) -> AllowedSigners:
-    try:
-        commit = repo.revparse_single(rev).peel(pygit2.Commit)
-        blob = commit.tree[path]
-    except (KeyError, ValueError, pygit2.GitError) as exc:
-        raise TrustError(f"allowed signers file {path} does not exist at trusted revision {rev}") from exc
-    if not isinstance(blob, pygit2.Blob):
-        raise TrustError(f"{rev}:{path} is not a file")
+    blob = _blob_at(repo, rev, path, "allowed signers file")
     return AllowedSigners.from_text(blob.data.decode("utf-8", errors="surrogateescape"), f"{rev}:{path}")
 
 
@@ -207,7 +228,7 @@ class TestsPassed:
             return None
         failing = [t.nodeid for t in receipt.tests if t.failing]
         if failing:
-            return Failure("tests-failed", f"{len(failing)} test(s) failed: " + ", ".join(failing[:5]))
+            return Failure("tests-failed", f"{len(failing)} test(s) failed: " + _listing(failing, 5))
         if not any(t.outcome == "passed" for t in receipt.tests):
             return Failure("tests-failed", "no test passed (all skipped or xfailed)")
         return Failure("tests-failed", f"pytest exited with status {receipt.exit_status}")
@@ -343,7 +364,7 @@ class SignerNarrowed:
     def failure(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
         if self.signers and not match_pattern_list(receipt.signer, ",".join(self.signers)):
-            return Failure("signer-not-allowed", f"signer {receipt.signer!r} is not in the policy's signers")
+            return Failure("signer-not-allowed", f"signer {escape(receipt.signer)!r} is not in the policy's signers")
         if self.key_fingerprints and receipt.key_fingerprint not in self.key_fingerprints:
             return Failure("signer-not-allowed", f"key {receipt.key_fingerprint} is not in the policy's "
                                                  "key_fingerprints")
@@ -371,7 +392,8 @@ class RunConditions:
 
 
 def _listing(items: list[str], limit: int = 10) -> str:
-    shown = ", ".join(items[:limit])
+    """A short list for a message; receipt text is escaped, since it is unauthenticated."""
+    shown = ", ".join(escape(item) for item in items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
@@ -648,14 +670,13 @@ def open_verifier(repo: pygit2.Repository, policy: Policy | None = None,
 def _required_tests(repo: pygit2.Repository, policy: Policy, trust_rev: str | None) -> list[str]:
     """The required-tests manifest, read from the same place as the policy."""
     path = policy.required_tests
-    if trust_rev:
+    if trust_rev or repo.workdir is None:
         try:
-            blob = repo.revparse_single(trust_rev).peel(pygit2.Commit).tree[path]
-        except (KeyError, ValueError, pygit2.GitError) as exc:
-            raise PolicyError(f"required_tests manifest {path} does not exist at {trust_rev}") from exc
-        lines = blob.data.decode("utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    manifest = Path(repo.workdir or repo.path) / path
+            blob = _blob_at(repo, trust_rev or "HEAD", path, "required_tests manifest")
+        except TrustError as exc:
+            raise PolicyError(str(exc)) from exc
+        return node_ids_in(blob.data.decode("utf-8", errors="replace"))
+    manifest = Path(repo.workdir) / path
     if not manifest.is_file():
         raise PolicyError(f"required_tests manifest {manifest} does not exist")
     return read_node_ids(manifest)

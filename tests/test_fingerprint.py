@@ -69,7 +69,7 @@ def test_missing_path_is_recorded_as_absent_and_all_missing_is_an_error(repo: Pa
         require_some_present(commit_trees(r, r.head.peel(), ["nope", "cuda"]))
 
 
-@pytest.mark.parametrize("bad", ["", "/", "../x", "a/../../b", ".."])
+@pytest.mark.parametrize("bad", ["", "/", "../x", "a/../../b", "..", "./src", "src/./k", "src//k", "src\\k"])
 def test_paths_outside_the_repository_are_refused(bad):
     with pytest.raises(FingerprintError):
         normalize_path(bad)
@@ -83,3 +83,34 @@ def test_changed_paths_name_the_files(repo: Path):
     after = commit_trees(r, r.head.peel(), PATHS)
     assert changed_fingerprint_paths(r, before, after) == ["src/kernels.py"]
     assert changed_fingerprint_paths(r, before, {**after, "tests": None}) == ["src/kernels.py", "tests/ (removed)"]
+
+
+@pytest.mark.parametrize("flag", ["--skip-worktree", "--assume-unchanged"])
+def test_changes_hidden_from_git_status_are_refused(repo: Path, flag):
+    git(repo, "update-index", flag, "src/kernels.py")
+    (repo / "src" / "kernels.py").write_text("edited but hidden\n")
+    with pytest.raises(FingerprintError, match="hidden from git status"):
+        worktree_state(pygit2.Repository(str(repo)), PATHS)
+
+
+def test_symlinked_fingerprint_path_is_refused(repo: Path):
+    git(repo, "mv", "src", "realsrc")
+    (repo / "src").symlink_to("realsrc")
+    commit_all(repo, "link")
+    r = pygit2.Repository(str(repo))
+    with pytest.raises(FingerprintError, match="symbolic link"):
+        commit_trees(r, r.head.peel(), PATHS)
+
+
+def test_dirty_submodule_under_the_paths_is_refused(repo: Path, tmp_path: Path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    git(lib, "init", "-q", "-b", "main")
+    write_files(lib, {"k.cu": "kernel\n"})
+    commit_all(lib, "lib")
+    git(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(lib), "src/lib")
+    commit_all(repo, "submodule")
+    assert worktree_state(pygit2.Repository(str(repo)), PATHS).matches_head
+    (repo / "src" / "lib" / "k.cu").write_text("edited inside the submodule\n")
+    with pytest.raises(FingerprintError, match="submodule src/lib"):
+        worktree_state(pygit2.Repository(str(repo)), PATHS)

@@ -237,3 +237,14 @@ def test_run_with_a_key_file_outside_the_checkout(world, clone):
     result = gp(clone, "run", "--key", str(world.key(ALICE).private))
     assert result.returncode == 0, result.stdout + result.stderr
     assert push(clone, "origin", "main").returncode == 0
+
+
+def test_tip_is_compared_with_the_remote_ref_not_any_older_base(world, clone):
+    """Going back to older GPU code is a GPU change for that ref, and needs a receipt."""
+    base = git(clone, "rev-parse", "HEAD")
+    change_kernel(clone)
+    assert push(clone, "--no-verify", "origin", "main").returncode == 0
+    git(clone, "reset", "-q", "--hard", base)
+    change_docs(clone, "back to the old kernel\n", "docs on the old kernel")
+    result = push(clone, "--force", "origin", "main")
+    assert result.returncode != 0 and "push refused" in result.stderr

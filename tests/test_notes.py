@@ -85,3 +85,16 @@ def test_concurrent_writers_never_lose_a_receipt(repo: Path):
     # One linear history: every write sits on top of the one before it.
     assert git(repo, "rev-list", "--count", NOTES_REF) == "64"
     assert git(repo, "rev-list", "--merges", NOTES_REF) == ""
+
+
+def test_non_utf8_bytes_in_a_note_survive_an_append(repo: Path):
+    commit = head(repo)
+    r = pygit2.Repository(str(repo))
+    blob = r.create_blob(b"\xff\xfe legacy bytes\n")
+    tree = r.TreeBuilder()
+    tree.insert(commit, blob, pygit2.enums.FileMode.BLOB)
+    sig = pygit2.Signature("t", "t@x")
+    r.create_commit(NOTES_REF, sig, sig, "legacy", tree.write(), [])
+    NotesStore(r).add(commit, signed())
+    data = r[NotesStore(r).index()[commit][0]].data
+    assert data.startswith(b"\xff\xfe legacy bytes\n") and b"gpu-proof receipt v1" in data

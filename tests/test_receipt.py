@@ -95,7 +95,7 @@ def _signed(**overrides) -> SignedReceipt:
 
 def test_a_note_holds_several_receipts_with_blank_lines_between():
     first, second = _signed(), _signed(signer="bob@example.com")
-    note = join_note(join_note("", first), second)
+    note = join_note(join_note(b"", first), second).decode()
     assert note.startswith(first.text) and note.endswith(second.text)
     entries = parse_note("\n" + note + "\n\n")
     assert [e.signed.receipt.signer for e in entries] == ["alice@example.com", "bob@example.com"]
@@ -133,3 +133,20 @@ def test_unsigned_receipts_are_marked_as_such_and_nothing_else_passes_for_one():
     assert entries[0].signed.unsigned and not entries[1].signed.unsigned
     lying = serialize_payload(make_receipt()).decode() + UNSIGNED_TRAILER + "\n"
     assert "unsigned" in parse_note(lying)[0].error
+
+
+def test_join_keeps_existing_bytes_even_when_they_are_not_utf8():
+    existing = b"\xff\xfe not text\n"
+    joined = join_note(existing, _signed())
+    assert joined.startswith(existing) and joined.endswith(_signed().text.encode())
+
+
+@pytest.mark.parametrize("hostile", [
+    lambda t: t.replace('pytest-args: ["--gpu-proof"]', "pytest-args: " + "[" * 100000),
+    lambda t: t.replace("exit-status: 0", "exit-status: " + "9" * 5000),
+    lambda t: t.replace("gpu: {", "gpu: " + "[" * 100000 + "{", 1),
+])
+def test_hostile_receipts_are_malformed_entries_not_crashes(hostile):
+    text = hostile(serialize_payload(make_receipt()).decode()) + FAKE_SIG
+    [entry] = parse_note(text)
+    assert entry.signed is None and entry.error.startswith("malformed receipt")

@@ -228,3 +228,36 @@ def test_shallow_clone_says_why_a_receipt_may_be_missing(project, tmp_path):
     repo = pygit2.Repository(str(shallow))
     verdict = Verifier(repo, POLICY, load_trust(repo, POLICY)).verify(repo.head.peel())
     assert not verdict.ok and "shallow" in verdict.reasons[0].message
+
+
+def test_trust_ref_reads_a_relative_revocation_file_from_the_trusted_revision(project):
+    project.attach()
+    revoked = project.root / ".gpu-proof" / "revoked"
+    revoked.write_text(project.key.public_line + "\n")
+    commit_all(project.root, "revoke")
+    git(project.root, "config", "gpg.ssh.revocationFile", ".gpu-proof/revoked")
+    revoked.write_text("")  # the working tree under review tries to un-revoke
+    verifier = open_verifier(project.repo, POLICY, trust_rev="HEAD")
+    verdict = verifier.verify(project.repo.head.peel())
+    assert verdict.reasons[0].code == "key-revoked"
+
+
+def test_bare_repository_reads_its_trust_roots_from_head(project, tmp_path):
+    write_files(project.root, {"pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n'})
+    commit_all(project.root, "policy")
+    project.attach()
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(project.root), str(bare))
+    git(project.root, "push", "-q", str(bare), "refs/notes/gpu-proof")
+    repo = pygit2.Repository(str(bare))
+    assert open_verifier(repo).verify(repo.head.peel()).ok
+
+
+def test_control_characters_from_a_receipt_are_escaped_in_messages(project):
+    from gitproof.cli.describe import receipt_block
+
+    project.attach(signer="\x1b]0;pwned\x07", tests=[TestResult("tests/t.py::\x1b[2Jx", "failed", 0.1)])
+    verdicts = open_verifier(project.repo, POLICY).receipts_on(project.repo.head.peel())
+    text = "\n".join(receipt_block(verdicts[0], 1)) + " ".join(f.message for f in verdicts[0].failures)
+    assert "\x1b]0;pwned" not in text and "\x07" not in text and "\x1b[2J" not in text
+    assert "%1B]0;pwned%07" in text and "%1B[2Jx" in text

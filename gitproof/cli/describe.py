@@ -9,7 +9,7 @@ from gitproof.verification import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVe
 def gpu_text(receipt: Receipt) -> str:
     if not receipt.gpus:
         return "no GPU"
-    names = [str(g.get("name", "?")) for g in receipt.gpus]
+    names = [escape(str(g.get("name", "?"))) for g in receipt.gpus]
     if len(set(names)) == 1:
         return names[0] if len(names) == 1 else f"{len(names)}x {names[0]}"
     return ", ".join(names)
@@ -17,7 +17,7 @@ def gpu_text(receipt: Receipt) -> str:
 
 def receipt_brief(receipt: Receipt) -> str:
     when = receipt.started.strftime("%Y-%m-%d %H:%M UTC")
-    return f"{receipt.signer} on {gpu_text(receipt)}, {when}, {receipt.mode}"
+    return f"{escape(receipt.signer)} on {gpu_text(receipt)}, {when}, {receipt.mode}"
 
 
 def _shard_summary(verdict: CommitVerdict) -> str:
@@ -56,14 +56,15 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
     counts = ", ".join(f"{n} {k}" for k, n in r.counts.items() if n) or "no tests"
     lines += [
         f"  verdict   {r.verdict} ({counts})",
-        f"  signer    {r.signer} {r.key_fingerprint}",
+        f"  signer    {escape(r.signer)} {r.key_fingerprint}",
         f"  time      {r.started.isoformat()} .. {r.finished.isoformat()}",
         f"  mode      {r.mode}" + (f" (shard {r.shard})" if r.shard else ""),
         f"  gpu       {gpu_text(r)}",
-        f"  commit    {r.commit} ({r.branch or 'detached HEAD'})",
+        f"  commit    {r.commit} ({escape(r.branch) if r.branch else 'detached HEAD'})",
         *[f"  tree      {tree or 'absent'} {path}" for path, tree in r.trees.items()],
         f"  dirty outside fingerprint paths: {'yes' if r.dirty_outside else 'no'}",
-        *([f"  ci        " + ", ".join(f"{k}={v}" for k, v in r.ci.items())] if r.ci else []),
+        *([f"  ci        " + ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in r.ci.items())]
+          if r.ci else []),
         *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",
         *[f"    {t.outcome:8} {t.duration:8.3f}s  {escape(t.nodeid)}" for t in r.tests],

@@ -118,6 +118,8 @@ def _post_commit() -> int:
     from gitproof.policy import load_policy
 
     repo = _open_repo()
+    if repo.head_is_unborn:
+        return EXIT_OK
     attached = attach_pending(repo, load_policy(repo), [repo.head.peel()])
     for item in attached:
         _say(f"gpu-proof: attached pending receipt ({item.signed.receipt.verdict}) to {item.commit[:10]}")
