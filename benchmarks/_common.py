@@ -19,7 +19,6 @@ import platform
 import re
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable

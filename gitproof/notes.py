@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
 
 import pygit2
 

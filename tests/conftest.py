@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pygit2
 import pytest
 
 from tests import helpers
+from tests.keyserver import KeyServer
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -46,3 +46,32 @@ def keygen(tmp_path: Path):
 def repo(tmp_path: Path) -> Path:
     """A real repository with src/ and tests/ and one commit."""
     return helpers.make_project_repo(tmp_path / "project")
+
+
+@pytest.fixture
+def cli_project(repo: Path, keygen) -> Path:
+    """A repository the CLI can run and verify in: a signing key, allowed_signers, a policy."""
+    key = keygen("ed25519")
+    helpers.git(repo, "config", "user.signingKey", str(key.private))
+    helpers.write_files(repo, {
+        ".gpu-proof/allowed_signers": f'runner@example.com namespaces="gpu-proof" {key.public_line}\n',
+        "pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n',
+        ".gitignore": "__pycache__/\n.pytest_cache/\n",
+    })
+    helpers.commit_all(repo, "trust")
+    return repo
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own key cache: ports are reused, so a shared one could leak keys."""
+    cache = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    srv = KeyServer(tmp_path / "served")
+    yield srv
+    srv.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Key, commit_all, git, write_files
+from tests.helpers import commit_all, git, write_files
 
 BIN = str(Path(sys.executable).parent)
 SUBCOMMANDS = ["run", "verify", "show", "log", "status", "demo"]
@@ -24,16 +24,8 @@ def gp(cwd: Path, *args: str, input: str | None = None) -> subprocess.CompletedP
 
 
 @pytest.fixture
-def project(repo: Path, keygen) -> Path:
-    key: Key = keygen("ed25519")
-    git(repo, "config", "user.signingKey", str(key.private))
-    write_files(repo, {
-        ".gpu-proof/allowed_signers": f'runner@example.com namespaces="gpu-proof" {key.public_line}\n',
-        "pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n',
-        ".gitignore": "__pycache__/\n.pytest_cache/\n",
-    })
-    commit_all(repo, "trust")
-    return repo
+def project(cli_project: Path) -> Path:
+    return cli_project
 
 
 def notes_tip(root: Path) -> str:

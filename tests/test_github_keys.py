@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pygit2
@@ -16,67 +14,12 @@ from gitproof.github_keys import (GitHubSource, cache_root, fetch_keys, github_s
 from gitproof.policy import Policy
 from gitproof.verification import UNVALIDATED, VALIDATED, TrustError, load_trust, open_verifier
 from tests.helpers import Key, commit_all, git, write_files
+from tests.keyserver import KeyServer
 from tests.receipts import attach_receipt, sign_receipt
 
 
-class KeyServer:
-    """Serves ``/<user>.keys`` from a directory and counts every request."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                server.requests.append(self.path)
-                name = self.path.lstrip("/")
-                target = server.root / name
-                if "/" in name or not name.endswith(".keys") or not target.is_file():
-                    self.send_error(404, "Not Found")
-                    return
-                body = target.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def publish(self, user: str, *keys: Key, extra: str = "") -> None:
-        (self.root / f"{user}.keys").write_text("".join(k.public_line + "\n" for k in keys) + extra)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test gets its own key cache: ports are reused, so a shared one could leak keys."""
-    cache = tmp_path / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    return cache
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    srv = KeyServer(tmp_path / "served")
-    yield srv
-    srv.close()
-
+pytestmark = pytest.mark.usefixtures("private_cache")  # ports are reused: no shared key cache
 
 @pytest.fixture
 def gitrepo(repo: Path) -> pygit2.Repository:

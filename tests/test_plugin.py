@@ -1,7 +1,6 @@
 """Real pytest sessions (pytester) in real git repositories with real keys."""
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 

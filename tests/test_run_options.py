@@ -106,20 +106,6 @@ def gp(cwd: Path, *args: str, env: dict[str, str] | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def cli_project(repo: Path, keygen) -> Path:
-    """A repository the CLI can run and verify in: key, allowed_signers, policy."""
-    key: Key = keygen("ed25519")
-    git(repo, "config", "user.signingKey", str(key.private))
-    write_files(repo, {
-        ".gpu-proof/allowed_signers": f'runner@example.com namespaces="gpu-proof" {key.public_line}\n',
-        "pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n',
-        ".gitignore": "__pycache__/\n.pytest_cache/\n",
-    })
-    commit_all(repo, "trust")
-    return repo
-
-
 def verify_with_ssh_keygen(signed, key: Key, principal: str, tmp: Path) -> None:
     signers = tmp / "allowed_signers_check"
     signers.write_text(f'{principal} namespaces="gpu-proof" {key.public_line}\n')

@@ -12,30 +12,19 @@ import pytest
 
 from tests.helpers import Key, commit_all, git, write_files
 from tests.receipts import attach_receipt, sign_receipt
-from tests.test_github_keys import KeyServer
+from tests.keyserver import KeyServer
 
 BIN = str(Path(sys.executable).parent)
 SIGNERS = ".gpu-proof/allowed_signers"
 
 
+
+pytestmark = pytest.mark.usefixtures("private_cache")  # ports are reused: no shared key cache
+
 def gp(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
     return subprocess.run(["git", "gpu-proof", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "xdg-cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    return cache
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    srv = KeyServer(tmp_path / "served")
-    yield srv
-    srv.close()
 
 
 @pytest.fixture

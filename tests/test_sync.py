@@ -13,7 +13,7 @@ import pygit2
 import pytest
 
 from gitproof.notes import NOTES_REF, NotesStore
-from gitproof.sync import SyncError, fetch, merge, push_notes, tracking_ref
+from gitproof.sync import SyncError, fetch, push_notes, tracking_ref
 from tests.factories import make_receipt
 from tests.helpers import commit_all, git, write_files
 from tests.receipts import attach_receipt

@@ -12,7 +12,7 @@ from gitproof.receipt import TestResult
 from gitproof.verification import (UNCHANGED, UNVALIDATED, VALIDATED, TrustError, Verifier,
                                    load_trust, open_verifier)
 from tests.receipts import POLICY, Project
-from tests.helpers import Key, commit_all, git, write_files
+from tests.helpers import commit_all, git, write_files
 
 @pytest.fixture
 def project(repo: Path, keygen) -> Project:

@@ -63,7 +63,7 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
         f"  commit    {r.commit} ({escape(r.branch) if r.branch else 'detached HEAD'})",
         *[f"  tree      {tree or 'absent'} {path}" for path, tree in r.trees.items()],
         f"  dirty outside fingerprint paths: {'yes' if r.dirty_outside else 'no'}",
-        *([f"  ci        " + ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in r.ci.items())]
+        *(["  ci        " + ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in r.ci.items())]
           if r.ci else []),
         *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",

@@ -1,7 +1,7 @@
 """``git gpu-proof log``: one line per commit, validated or not."""
 from __future__ import annotations
 
-from typing import Optional
+
 
 import pygit2
 import typer
