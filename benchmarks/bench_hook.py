@@ -163,7 +163,7 @@ class Bench:
     def _sign_tip(self, tip: str) -> None:
         assert self.repo is not None
         commit = self.repo[tip]
-        when = datetime(2026, 1, 2, tzinfo=timezone.utc)
+        when = datetime.now(timezone.utc)  # fresh: receipts older than max_age_days do not count
         fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.key}.pub"],
                                      capture_output=True, text=True, check=True).stdout.split()[1]
         receipt = Receipt(

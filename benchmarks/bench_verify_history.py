@@ -139,7 +139,8 @@ def build(root: Path, commits: int, every: int, tests: int, src_files: int) -> d
     for i in range(max(1, src_files // 4)):
         writer.put(f"tests/gpu/test_k{i}.py", f"def test_{i}():\n    assert True\n".encode())
 
-    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    # Commits an hour ago, receipts just after them: fresh for max_age_days, never before their commit.
+    base = datetime.now(timezone.utc) - timedelta(hours=2)
     parents: list[pygit2.Oid] = []
     to_sign: list[pygit2.Commit] = []
     changes = b""
