@@ -47,8 +47,8 @@ from gitproof.allowed_signers import (AllowedSigners, RevokedKeys, SignerDecisio
                                       read_key, verify_signed_payload)
 from gitproof.policy import Policy
 from gitproof.signatures import is_certificate_type, key_line, key_type_of
+from gitproof.signing import NAMESPACE
 
-NAMESPACE = "gpu-proof"
 FETCH_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 1 << 20
 USERNAME_MAX = 39

@@ -17,12 +17,12 @@ from typing import Any
 import pygit2
 
 from gitproof.fingerprint import FingerprintError, normalize_path
+from gitproof.receipt import MODES
 
 PYPROJECT = "pyproject.toml"
 DEFAULT_MARKER = "gpu_proof"
 MARKER_ALIASES = {"gpu_proof": ("gpu_proof", "gpu_equivalence")}
 PUSH_CHECKS = ("tip", "every")
-MODES = ("local", "ci-gpu")
 SIGNER_SOURCES = ("allowed_signers", "github")
 SIGNER_MODES = ("open", "restricted")
 

@@ -27,10 +27,9 @@ from gitproof.fingerprint import FingerprintError, WorktreeState, require_some_p
 from gitproof.notes import NotesStore
 from gitproof.pending import PendingStore
 from gitproof.policy import Policy, Shard, load_policy, selects
-from gitproof.receipt import (UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, SignedReceipt, TestResult,
+from gitproof.receipt import (MODES, UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, SignedReceipt, TestResult,
                               parse_payload, serialize_payload)
 
-MODES = ("local", "ci-gpu")
 
 
 class RecordError(Exception):

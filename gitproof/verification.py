@@ -23,8 +23,8 @@ from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
 from gitproof.policy import Policy, PolicyError, load_policy, node_ids_in, read_node_ids, selects
 from gitproof.receipt import SignedReceipt, escape
+from gitproof.signing import NAMESPACE
 
-NAMESPACE = "gpu-proof"
 VALIDATED = "validated"
 UNCHANGED = "unchanged"
 UNVALIDATED = "unvalidated"
