@@ -504,7 +504,7 @@ def doctor(repo: pygit2.Repository) -> DoctorReport:
               _check_display_ref(repo), _check_rewrite_ref(repo), _check_merge_strategy(repo),
               _check_fetch_refspecs(repo), _check_signing_key(repo)]
     policy_check, policy = _check_policy(repo)
-    checks += [policy_check, _check_allowed_signers(repo, policy), _check_command()]
+    checks += [policy_check, _check_allowed_signers(repo, policy), _check_command(), _check_gpu_facts()]
     receipts, pending = _count_receipts(repo), _count_pending(repo)
     checks += [receipts[0], pending[0]]
     return DoctorReport(directory, checks, receipts[1], pending[1])
@@ -619,6 +619,22 @@ def _check_command() -> Check:
         return Check(COMMAND, FAIL, "not on PATH: the pre-push hook will refuse every push",
                      "activate the virtualenv that has gitproof, or pip install gitproof")
     return Check(COMMAND, OK, found)
+
+
+def _check_gpu_facts() -> Check:
+    """Where `run` would get its device facts; a machine without a GPU is fine for verifying."""
+    from gitproof import gpu  # only doctor pays for the GPU query
+
+    facts = gpu.detect_facts(include_uuid=False, import_torch=False)
+    if facts.source == "none":
+        return Check("gpu facts", OK, "no GPU seen here: fine for verifying; `run` records gpu: none "
+                                      f"({'; '.join(facts.notes)})")
+    found = f"{gpu.summary(facts.devices)} via {facts.source}"
+    if facts.source != "nvml":
+        return Check("gpu facts", WARN, f"{found}: without NVML, receipts lack the CUDA driver "
+                                        "version and the confidential-computing state",
+                     "pip install 'gitproof[nvml]'")
+    return Check("gpu facts", OK, found)
 
 
 def _count_receipts(repo: pygit2.Repository) -> tuple[Check, int | None]:

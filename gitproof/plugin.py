@@ -7,13 +7,16 @@ becomes a signed receipt.
 
 Under pytest-xdist the receipt is made on the controller only: it sees every
 test's reports, and the check records of ``gpu_proof_check`` travel inside
-them (``user_properties``), so workers never need the recorder.
+them (``user_properties``), so workers never need the recorder. The
+per-test GPU-use records (:mod:`gitproof.gpu_use`) travel the same way: the
+watcher runs wherever tests run (the controller without xdist, each worker
+with it) and appends its record to the test's ``user_properties``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import pytest
 
@@ -23,9 +26,14 @@ from gitproof.policy import PolicyError, Shard, load_policy
 from gitproof.receipt import TestResult
 from gitproof.signing import SigningError
 
+if TYPE_CHECKING:  # imported when recording only: every other pytest run skips ctypes
+    from gitproof.gpu_use import GpuUseMonitor
+
 PLUGIN_NAME = "gitproof-recorder"
 GUARD_NAME = "gitproof-skip-guard"
+WATCHER_NAME = "gitproof-gpu-use"
 CHECK_PROPERTY = "gpu_proof_check"  # user_properties key of a gpu_proof_check record
+GPU_USE_PROPERTY = "gpu_proof_gpu_use"  # user_properties key of a test's GPU-use record
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,9 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu_proof: a GPU test that a gitproof receipt covers")
     config.addinivalue_line("markers", "gpu_equivalence: alias of gpu_proof")
     config.addinivalue_line("markers", "gpu_required: skip unless a GPU is visible")
+    recording = config.getoption("gpu_proof")
+    if recording:  # wherever tests run: here without xdist, in each worker with it
+        from gitproof.gpu_use import GpuUseMonitor
+
+        config.pluginmanager.register(GpuUseWatcher(GpuUseMonitor()), WATCHER_NAME)
     if hasattr(config, "workerinput"):
         return  # an xdist worker: the controller records, from the reports workers send it
-    recording = config.getoption("gpu_proof")
     if recording or config.getoption("gpu_proof_fail_on_skip"):
         guard = SkipGuard(every_test=recording, enabled=config.getoption("gpu_proof_fail_on_skip"))
         config.pluginmanager.register(guard, GUARD_NAME)
@@ -200,8 +212,8 @@ class Recorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.reports.setdefault(report.nodeid, {})[report.when] = report
 
-    def checks(self) -> list[dict[str, Any]]:
-        """The gpu_proof_check records, in test order, from each test's last report.
+    def _records(self, property_key: str) -> list[Any]:
+        """The records under ``property_key``, in test order, from each test's last report.
 
         Every report carries all records made so far (user_properties only
         grows), so the last one has them all, and nothing is counted twice.
@@ -210,8 +222,16 @@ class Recorder:
         for phases in self.reports.values():
             last = phases.get("teardown") or phases.get("call") or phases.get("setup")
             if last is not None:
-                records += [value for key, value in last.user_properties if key == CHECK_PROPERTY]
+                records += [value for key, value in last.user_properties if key == property_key]
         return records
+
+    def checks(self) -> list[dict[str, Any]]:
+        """The gpu_proof_check records, in test order."""
+        return self._records(CHECK_PROPERTY)
+
+    def gpu_uses(self) -> list[dict[str, Any]]:
+        """The GPU-use records (``GpuUse.to_dict()``), one per test that ran, in test order."""
+        return self._records(GPU_USE_PROPERTY)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -230,7 +250,8 @@ class Recorder:
             self.guard.enforce(session)  # a skip fails the session, so the receipt says failed
         try:
             self.outcome = record.finish(self.recording, tests, int(session.exitstatus),
-                                         list(self.config.invocation_params.args), self.checks())
+                                         list(self.config.invocation_params.args), self.checks(),
+                                         gpu_uses=self.gpu_uses())
         except (record.RecordError, SigningError) as exc:
             self.error = f"{exc}"
             if session.exitstatus == 0:
@@ -250,11 +271,39 @@ class Recorder:
                                         green=self.outcome.signed.receipt.verdict == "passed")
             if self.outcome.signed.unsigned:
                 terminalreporter.write_line(UNSIGNED_NOTE, yellow=True, bold=True)
+        if self.recording is not None and self.reports:
+            from gitproof.gpu_use import summarize
+
+            terminalreporter.write_line(f"gpu-proof: {summarize(self.gpu_uses())}")
 
 
 UNSIGNED_NOTE = ("gpu-proof: NOTE: UNSIGNED dry run -- this receipt carries no signature and "
                  "vouches for nothing; `git gpu-proof verify` rejects it unless --allow-unsigned "
                  "(or allow_unsigned = true). Run again without --unsigned to make a real receipt.")
+
+
+class GpuUseWatcher:
+    """Watches each test for GPU use, from before its setup to after its teardown.
+
+    Outermost on both ends (``tryfirst`` wrappers), so fixtures that put
+    work on the GPU count for the test that asked for them. The record goes
+    into ``user_properties`` before the teardown report is made, so it
+    reaches the recorder in that report, from an xdist worker too.
+    """
+
+    def __init__(self, monitor: GpuUseMonitor) -> None:
+        self.monitor = monitor
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, None]:
+        self.monitor.start(item.nodeid)
+        yield
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, Any, None]:
+        yield
+        use = self.monitor.stop(item.nodeid)
+        item.user_properties.append((GPU_USE_PROPERTY, use.to_dict()))
 
 
 class SkipGuard:

@@ -72,6 +72,7 @@ class Policy:
     max_age_days: int = 30
     require_mode: str | None = None
     require_gpu: bool = False
+    require_gpu_use: bool = False
     require_clean: bool = False
     include_gpu_uuid: bool = True
     # the pre-push hook
@@ -132,6 +133,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "max_age_days": ((int,), "a whole number of days (0 = today only)"),
     "require_mode": ((str,), f"one of {', '.join(MODES)}"),
     "require_gpu": ((bool,), "true or false"),
+    "require_gpu_use": ((bool,), "true or false"),
     "require_clean": ((bool,), "true or false"),
     "include_gpu_uuid": ((bool,), "true or false"),
     "push_check": ((str,), f"one of {', '.join(PUSH_CHECKS)}"),

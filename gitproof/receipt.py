@@ -116,6 +116,8 @@ class Receipt:
     exit_status: int = 0
     shard: str | None = None
     ci: dict[str, Any] | None = None
+    gpu_facts: dict[str, Any] | None = None
+    gpu_use: list[dict[str, Any]] = field(default_factory=list)
     extra: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -189,6 +191,7 @@ def serialize_payload(receipt: Receipt) -> bytes:
         f"verdict: {receipt.verdict}",
         f"counts: {_counts_text(receipt.counts)}",
         *_gpu_lines(receipt.gpus),
+        *([f"gpu-facts: {_json(receipt.gpu_facts)}"] if receipt.gpu_facts is not None else []),
         f"signer: {escape(receipt.signer)} {receipt.key_fingerprint}",
         f"time: {_format_time(receipt.started)} {_format_time(receipt.finished)}",
         f"mode: {receipt.mode}",
@@ -208,6 +211,7 @@ def serialize_payload(receipt: Receipt) -> bytes:
     if receipt.ci is not None:
         lines.append(f"ci: {_json(receipt.ci)}")
     lines += [f"check: {_json(check)}" for check in receipt.checks]
+    lines += [f"gpu-use: {_json(use)}" for use in receipt.gpu_use]
     lines += [f"{key}: {value}" for key, value in receipt.extra]
     lines.append("")
     lines += [f"test: {t.outcome} {t.duration:.3f}s {escape(t.nodeid)}" for t in receipt.tests]
@@ -220,7 +224,7 @@ class _HeaderParser:
     """Turns header lines into Receipt fields; strict about every known key."""
 
     SINGLE = ("verdict", "counts", "signer", "time", "mode", "commit", "branch",
-              "dirty-outside-paths", "exit-status", "pytest-args", "shard", "ci")
+              "dirty-outside-paths", "exit-status", "pytest-args", "shard", "ci", "gpu-facts")
 
     def __init__(self) -> None:
         self.seen: dict[str, str] = {}
@@ -229,6 +233,7 @@ class _HeaderParser:
         self.gpu_none = False
         self.env: dict[str, str] = {}
         self.checks: list[dict[str, Any]] = []
+        self.gpu_use: list[dict[str, Any]] = []
         self.extra: list[tuple[str, str]] = []
         self.extra_keys: set[str] = set()
 
@@ -248,6 +253,8 @@ class _HeaderParser:
             self.env[unescape(name)] = unescape(val)
         elif key == "check":
             self.checks.append(_json_object(value, "check"))
+        elif key == "gpu-use":
+            self.gpu_use.append(_gpu_use_object(value))
         else:
             self.extra.append((key, value))
             self.extra_keys.add(key)
@@ -285,6 +292,22 @@ def _json_object(value: str, what: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ReceiptFormatError(f"{what} field must be a JSON object: {value!r}")
     return parsed
+
+
+def _gpu_use_object(value: str) -> dict[str, Any]:
+    use = _json_object(value, "gpu-use")
+    if not isinstance(use.get("test"), str):
+        raise ReceiptFormatError(f"gpu-use field needs a string 'test': {value!r}")
+    if "used" not in use or not (use["used"] is None or isinstance(use["used"], bool)):
+        raise ReceiptFormatError(f"gpu-use field needs 'used' true, false or null: {value!r}")
+    return use
+
+
+def _gpu_facts_object(value: str) -> dict[str, Any]:
+    facts = _json_object(value, "gpu-facts")
+    if not isinstance(facts.get("source"), str):
+        raise ReceiptFormatError(f"gpu-facts field needs a string 'source': {value!r}")
+    return facts
 
 
 def _reject_constant(name: str) -> Any:
@@ -381,6 +404,8 @@ def _build(header: _HeaderParser, tests: list[TestResult]) -> Receipt:
         exit_status=int(exit_status), extra=header.extra,
         shard=unescape(header.seen["shard"]) if "shard" in header.seen else None,
         ci=_json_object(header.seen["ci"], "ci") if "ci" in header.seen else None,
+        gpu_facts=_gpu_facts_object(header.seen["gpu-facts"]) if "gpu-facts" in header.seen else None,
+        gpu_use=header.gpu_use,
     )
     _check_consistency(receipt, header)
     return receipt
@@ -401,8 +426,21 @@ def _check_consistency(receipt: Receipt, header: _HeaderParser) -> None:
         raise ReceiptFormatError("verdict does not match the test results")
     if header.require("counts") != _counts_text(receipt.counts):
         raise ReceiptFormatError("counts do not match the test lines")
+    _check_gpu_use_names_tests(receipt)
     if not receipt.key_fingerprint.startswith("SHA256:") and receipt.key_fingerprint != UNSIGNED_KEY:
         raise ReceiptFormatError(f"bad key fingerprint {receipt.key_fingerprint!r}")
+
+
+def _check_gpu_use_names_tests(receipt: Receipt) -> None:
+    """Each gpu-use record speaks for one listed test, and for it alone."""
+    listed = {test.nodeid for test in receipt.tests}
+    seen: set[str] = set()
+    for use in receipt.gpu_use:
+        if use["test"] not in listed:
+            raise ReceiptFormatError(f"gpu-use record for a test the receipt does not list: {use['test']!r}")
+        if use["test"] in seen:
+            raise ReceiptFormatError(f"two gpu-use records for {use['test']!r}")
+        seen.add(use["test"])
 
 
 # -- notes: several receipts in one blob ----------------------------------------

@@ -172,27 +172,40 @@ def environment() -> dict[str, str]:
 
 
 def build_receipt(rec: Recording, tests: list[TestResult], exit_status: int,
-                  pytest_args: list[str], checks: list[dict[str, Any]]) -> Receipt:
-    devices = gpu.detect_gpus(include_uuid=rec.policy.include_gpu_uuid)
+                  pytest_args: list[str], checks: list[dict[str, Any]],
+                  gpu_uses: list[dict[str, Any]] | None = None) -> Receipt:
+    facts = gpu.detect_facts(include_uuid=rec.policy.include_gpu_uuid)
+    listed = {test.nodeid for test in tests}
     return Receipt(
         signer=rec.principal, key_fingerprint=rec.key_fingerprint,
         started=rec.started, finished=datetime.now(timezone.utc), mode=rec.mode,
         trees=dict(rec.state.trees), commit=rec.head, branch=rec.branch,
         dirty_outside=rec.state.dirty_outside, pytest_args=list(pytest_args),
-        environment=environment(), gpus=[d.to_dict() for d in devices],
-        tests=tests, checks=checks, exit_status=exit_status,
+        environment=environment(), gpus=[d.to_dict() for d in facts.devices],
+        gpu_facts=facts.to_dict(), tests=tests, checks=checks, exit_status=exit_status,
         shard=rec.shard.name if rec.shard else None, ci=rec.ci,
+        gpu_use=_one_record_per_test(gpu_uses or [], listed),
     )
 
 
+def _one_record_per_test(uses: list[dict[str, Any]], listed: set[str]) -> list[dict[str, Any]]:
+    """The first record of each listed test: a receipt speaks for its own tests only."""
+    kept: dict[str, dict[str, Any]] = {}
+    for use in uses:
+        if use.get("test") in listed:
+            kept.setdefault(use["test"], use)
+    return list(kept.values())
+
+
 def finish(rec: Recording, tests: list[TestResult], exit_status: int,
-           pytest_args: list[str], checks: list[dict[str, Any]] | None = None) -> RecordOutcome:
+           pytest_args: list[str], checks: list[dict[str, Any]] | None = None,
+           gpu_uses: list[dict[str, Any]] | None = None) -> RecordOutcome:
     """Sign and store the receipt; refuse if the code changed during the run."""
     now = worktree_state(rec.repo, rec.paths)
     if now.trees != rec.state.trees:
         raise RecordError("files under the fingerprint paths changed while the tests ran; "
                           "no receipt recorded. Run again without editing.")
-    receipt = build_receipt(rec, tests, exit_status, pytest_args, checks or [])
+    receipt = build_receipt(rec, tests, exit_status, pytest_args, checks or [], gpu_uses)
     payload = serialize_payload(receipt)
     parse_payload(payload)  # a receipt we could not read back must never be stored
     if rec.key is None:

@@ -22,7 +22,7 @@ from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, Revok
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
 from gitproof.policy import Policy, PolicyError, load_policy, node_ids_in, read_node_ids, selects
-from gitproof.receipt import SignedReceipt, escape
+from gitproof.receipt import Receipt, SignedReceipt, escape
 from gitproof.signing import NAMESPACE
 
 VALIDATED = "validated"
@@ -385,10 +385,53 @@ class RunConditions:
             return Failure("wrong-mode", f"receipt mode is {receipt.mode}; the policy requires {self.require_mode}")
         if self.require_gpu and not receipt.gpus:
             return Failure("no-gpu", "receipt lists no GPU device; the policy requires one")
+        if self.require_gpu and all(gpu.get("visible") is False for gpu in receipt.gpus):
+            return Failure("no-gpu", "no GPU was visible to the tests (CUDA_VISIBLE_DEVICES="
+                                     f"{_visible_setting(receipt)}); the policy requires one")
         if self.require_clean and receipt.dirty_outside:
             return Failure("dirty", "the run had uncommitted changes outside the fingerprint paths; "
                                     "the policy requires a clean checkout")
         return None
+
+
+def _visible_setting(receipt: Receipt) -> str:
+    value = (receipt.gpu_facts or {}).get("cuda_visible_devices")
+    return "unset" if value is None else escape(repr(value) if isinstance(value, str) else str(value))
+
+
+class GpuUsed:
+    """``require_gpu_use``: every test that passed shows evidence that it used a GPU.
+
+    The evidence is what the test process observed about itself (framework
+    allocation counters, CUDA contexts), signed by the runner: it shows that a
+    test touched the GPU, not that its assertions were computed there.
+    Unknown evidence does not count as use.
+    """
+
+    SHOWN = 5
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        receipt = signed.receipt
+        uses = {use["test"]: use for use in receipt.gpu_use}
+        if not uses:
+            return Failure("gpu-not-used", "receipt records no per-test GPU use (made by a gitproof "
+                                           "without GPU-use evidence); the policy requires it")
+        missing = [(t.nodeid, uses.get(t.nodeid)) for t in receipt.tests
+                   if t.outcome in ("passed", "xpassed") and (uses.get(t.nodeid) or {}).get("used") is not True]
+        if not missing:
+            return None
+        shown = "; ".join(_why_not_used(nodeid, use) for nodeid, use in missing[:self.SHOWN])
+        more = f" (+{len(missing) - self.SHOWN} more)" if len(missing) > self.SHOWN else ""
+        return Failure("gpu-not-used", f"{len(missing)} passing test(s) show no GPU use: {shown}{more}")
+
+
+def _why_not_used(nodeid: str, use: dict[str, Any] | None) -> str:
+    if use is None:
+        return f"{escape(nodeid)} (no gpu-use record)"
+    state = "unknown" if use.get("used") is None else "not used"
+    evidence = use.get("evidence")
+    detail = f": {escape(evidence)}" if isinstance(evidence, str) and evidence else ""
+    return f"{escape(nodeid)} ({state}{detail})"
 
 
 def _listing(items: list[str], limit: int = 10) -> str:
@@ -419,7 +462,8 @@ class ReceiptVerdict:
             data.update(signer=r.signer, key=r.key_fingerprint, verdict=r.verdict,
                         counts=r.counts, mode=r.mode, started=r.started.isoformat(),
                         finished=r.finished.isoformat(), commit=r.commit, trees=r.trees,
-                        gpus=r.gpus, shard=r.shard, unsigned=self.signed.unsigned)
+                        gpus=r.gpus, gpu_facts=r.gpu_facts, gpu_use=r.gpu_use,
+                        shard=r.shard, unsigned=self.signed.unsigned)
         return data
 
 
@@ -508,6 +552,8 @@ class Verifier:
             SignerNarrowed(policy.signers, policy.key_fingerprints),
             RunConditions(policy.require_mode, policy.require_gpu, policy.require_clean),
         ]
+        if policy.require_gpu_use:
+            checks.append(GpuUsed())
         if required is not None:
             checks.append(RunsRequiredTests(required))
         checks.append(CoversTrees(self.repo, list(scope.paths), trees))

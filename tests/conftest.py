@@ -1,14 +1,20 @@
 """Shared fixtures: real git repositories and real ssh-keygen keys in temp dirs."""
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
 import pygit2
 import pytest
 
-from tests import helpers
+from gitproof import cuda_driver
+from tests import helpers, libcuda_fake
 from tests.keyserver import KeyServer
+
+
+GPU_VARIABLES = ("GITPROOF_NVML", "GITPROOF_NVIDIA_SMI", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
+                 "GITPROOF_LIBCUDA")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,11 +25,18 @@ def isolated_git_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "[user]\n\tname = Test Runner\n\temail = runner@example.com\n"
         "[init]\n\tdefaultBranch = main\n"
     )
-    old = {k: os.environ.get(k) for k in ("HOME", "GIT_CONFIG_NOSYSTEM", "XDG_CONFIG_HOME", "SSH_AUTH_SOCK")}
+    old = {k: os.environ.get(k) for k in ("HOME", "GIT_CONFIG_NOSYSTEM", "XDG_CONFIG_HOME", "SSH_AUTH_SOCK",
+                                          *GPU_VARIABLES)}
     os.environ["HOME"] = str(home)
     os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
     os.environ["XDG_CONFIG_HOME"] = str(home / ".config")
     os.environ.pop("SSH_AUTH_SOCK", None)
+    # The suite must behave the same on a developer's GPU machine: no real NVML or
+    # nvidia-smi answers unless a test installs a fake, and no inherited device mask.
+    for name in GPU_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ["GITPROOF_NVML"] = "off"
+    os.environ["GITPROOF_NVIDIA_SMI"] = str(home / "no-nvidia-smi")
     for level in (pygit2.enums.ConfigLevel.GLOBAL, pygit2.enums.ConfigLevel.XDG, pygit2.enums.ConfigLevel.SYSTEM):
         pygit2.settings.search_path[level] = str(home)
     yield home
@@ -75,3 +88,24 @@ def server(tmp_path: Path):
     srv = KeyServer(tmp_path / "served")
     yield srv
     srv.close()
+
+
+# -- the fake CUDA driver (tests/libcuda_fake.py) --------------------------------------
+
+@pytest.fixture(scope="session")
+def built_libcuda(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return libcuda_fake.compile_fake_libcuda(tmp_path_factory.mktemp("libcuda"))
+
+
+@pytest.fixture
+def libcuda_path(built_libcuda: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A not-yet-loaded fake driver that ``CudaDriver.attach()`` will look for."""
+    path = libcuda_fake.fresh_copy(built_libcuda, tmp_path)
+    monkeypatch.setenv(cuda_driver.ENV_LIBRARY, str(path))
+    return path
+
+
+@pytest.fixture
+def libcuda(libcuda_path: Path) -> ctypes.CDLL:
+    """The fake driver, loaded as a CUDA program would load it (not yet initialised)."""
+    return ctypes.CDLL(str(libcuda_path), mode=os.RTLD_GLOBAL)

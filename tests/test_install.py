@@ -488,3 +488,29 @@ def test_commands_outside_a_repository(tmp_path):
     for command in ("install", "uninstall", "doctor"):
         result = gp(tmp_path, command)
         assert result.returncode == 2 and "not inside a git repository" in result.stderr
+
+
+def _gpu_check(repo: Path, **env: str) -> dict:
+    from tests.remotes import gp as gp_with_env
+
+    data = json.loads(gp_with_env(repo, "doctor", "--json", **env).stdout)
+    return next(c for c in data["checks"] if c["name"] == "gpu facts")
+
+
+def test_doctor_reports_where_gpu_facts_come_from(configured, tmp_path):
+    from tests import nvml_fake
+
+    none = _gpu_check(configured)
+    assert none["status"] == "ok" and "no GPU seen here: fine for verifying" in none["message"]
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3, GPU-1, 550.54.15, 81559, 9.0, "
+                   "00000000:18:00.0, Disabled'\n")
+    smi.chmod(0o755)
+    via_smi = _gpu_check(configured, GITPROOF_NVIDIA_SMI=str(smi))
+    assert via_smi["status"] == "warn" and "NVIDIA H100 80GB HBM3 via nvidia-smi" in via_smi["message"]
+    assert via_smi["fix"] == "pip install 'gitproof[nvml]'"
+    state = nvml_fake.write(tmp_path / "nvml.json", nvml_fake.machine(nvml_fake.device()))
+    env = nvml_fake.child_env(state)
+    via_nvml = _gpu_check(configured, PYTHONPATH=env["PYTHONPATH"], GITPROOF_FAKE_NVML=str(state),
+                          GITPROOF_NVML="on")
+    assert via_nvml == {**via_nvml, "status": "ok", "message": "NVIDIA H100 80GB HBM3 via nvml"}

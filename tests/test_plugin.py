@@ -199,17 +199,19 @@ def test_signing_failure_after_the_run_leaves_notes_untouched(pytester, project)
 
 def test_fake_gpu_facts_are_recorded(pytester, project, monkeypatch):
     fake = _script(project / ".git" / "nvidia-smi",
-                   'echo "0, NVIDIA H100 80GB HBM3, GPU-abc, 550.54.15, 81559, 9.0"\n')
+                   'echo "0, NVIDIA H100 80GB HBM3, GPU-abc, 550.54.15, 81559, 9.0, 00000000:18:00.0, Disabled"\n')
     monkeypatch.setenv("GITPROOF_NVIDIA_SMI", str(fake))
     assert pytester.runpytest("--gpu-proof").ret == 0
     [entry] = notes(project)
     [gpu] = entry.signed.receipt.gpus
     assert gpu["name"] == "NVIDIA H100 80GB HBM3" and gpu["uuid"] == "GPU-abc"
     assert gpu["compute_capability"] == "9.0" and gpu["memory_mib"] == 81559
+    assert (gpu["pci_bus_id"], gpu["mig"], gpu["visible"]) == ("00000000:18:00.0", "disabled", True)
+    assert entry.signed.receipt.gpu_facts["source"] == "nvidia-smi"
 
 
 def test_gpu_uuid_can_be_left_out_by_policy(pytester, project, monkeypatch):
-    fake = _script(project / ".git" / "nvidia-smi", 'echo "0, NVIDIA A100, GPU-secret, 550, 40960, 8.0"\n')
+    fake = _script(project / ".git" / "nvidia-smi", 'echo "0, NVIDIA A100, GPU-secret, 550, 40960, 8.0, 00000000:3B:00.0, Enabled"\n')
     monkeypatch.setenv("GITPROOF_NVIDIA_SMI", str(fake))
     (project / "pyproject.toml").write_text("[tool.gpu_proof]\ninclude_gpu_uuid = false\n")
     commit_all(project, "privacy")
@@ -279,3 +281,35 @@ def test_plugin_is_inert_without_the_option(pytester, project):
     result = pytester.runpytest()
     result.assert_outcomes(passed=2)
     assert notes_ref(project) is None
+
+
+def test_every_test_that_ran_gets_one_gpu_use_record(pytester, project, monkeypatch):
+    monkeypatch.setenv("GITPROOF_LIBCUDA", str(project / "no-libcuda.so"))  # the driver: absent
+    (project / "tests" / "test_gpu.py").write_text(OUTCOMES_MODULE)
+    commit_all(project, "outcomes")
+    result = pytester.runpytest("--gpu-proof")
+    [entry] = notes(project)
+    receipt = entry.signed.receipt
+    assert [u["test"] for u in receipt.gpu_use] == [t.nodeid for t in receipt.tests]
+    assert {(u["used"], u["method"]) for u in receipt.gpu_use} == {(False, "cuda-driver.not-loaded")}
+    result.stdout.fnmatch_lines(["gpu-proof: GPU use: 0 used, 9 not used (*test_passes, *, and 4 more), "
+                                 "0 unknown"])
+
+
+WATCHER_PROBE = """
+import pytest
+
+@pytest.mark.gpu_proof
+def test_watcher(request):
+    watching = request.config.pluginmanager.get_plugin("gitproof-gpu-use") is not None
+    assert watching == request.config.getoption("gpu_proof")
+"""
+
+
+@pytest.mark.parametrize("args", [(), ("--gpu-proof",)])
+def test_tests_are_watched_only_when_recording(pytester, project, args):
+    (project / "tests" / "test_gpu.py").write_text(WATCHER_PROBE)
+    commit_all(project, "watcher probe")
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=1)
+    assert ("GPU use:" in result.stdout.str()) == bool(args)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from gitproof.cli.common import short, styled
-from gitproof.receipt import Receipt, escape
+from gitproof.receipt import Receipt, TestResult, escape
 from gitproof.verification import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
 
@@ -13,6 +13,49 @@ def gpu_text(receipt: Receipt) -> str:
     if len(set(names)) == 1:
         return names[0] if len(names) == 1 else f"{len(names)}x {names[0]}"
     return ", ".join(names)
+
+
+def facts_text(receipt: Receipt) -> str:
+    """Where the device facts came from, and the confidential-computing state when known."""
+    facts = receipt.gpu_facts
+    if not facts:
+        return ""
+    parts = [f"facts from {escape(str(facts.get('source', '?')))}"]
+    cc = facts.get("confidential_computing")
+    if isinstance(cc, dict) and "feature" in cc:
+        parts.append(f"confidential computing {escape(str(cc['feature']))}")
+    visible = facts.get("cuda_visible_devices")
+    if isinstance(visible, str):
+        parts.append(f"CUDA_VISIBLE_DEVICES={escape(visible)!s}")
+    return " (" + "; ".join(parts) + ")"
+
+
+USE_LABELS = {True: "gpu", False: "NO-GPU", None: "gpu?"}
+
+
+def use_label(receipt: Receipt, nodeid: str) -> str:
+    """``gpu`` / ``NO-GPU`` / ``gpu?`` for a test, or blank when the receipt records no use."""
+    if not receipt.gpu_use:
+        return ""
+    use = next((u for u in receipt.gpu_use if u.get("test") == nodeid), None)
+    return USE_LABELS.get(use.get("used"), "gpu?") if use else "gpu?"
+
+
+def use_summary(receipt: Receipt) -> str | None:
+    if not receipt.gpu_use:
+        return None
+    labels = [use_label(receipt, t.nodeid) for t in receipt.tests]
+    return (f"{labels.count('gpu')} used a GPU, {labels.count('NO-GPU')} did not, "
+            f"{labels.count('gpu?')} unknown (self-reported by the test process)")
+
+
+ATTESTATION_KEY = "attestation"
+
+
+def _test_line(receipt: Receipt, test: TestResult) -> str:
+    label = use_label(receipt, test.nodeid)
+    column = f"{label:6} " if label else ""
+    return f"    {test.outcome:8} {test.duration:8.3f}s  {column}{escape(test.nodeid)}"
 
 
 def receipt_brief(receipt: Receipt) -> str:
@@ -59,7 +102,10 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
         f"  signer    {escape(r.signer)} {r.key_fingerprint}",
         f"  time      {r.started.isoformat()} .. {r.finished.isoformat()}",
         f"  mode      {r.mode}" + (f" (shard {r.shard})" if r.shard else ""),
-        f"  gpu       {gpu_text(r)}",
+        f"  gpu       {gpu_text(r)}{facts_text(r)}",
+        *([f"  gpu use   {use_summary(r)}"] if r.gpu_use else []),
+        *(["  attestation  present, NOT checked: this version verifies no hardware attestation"]
+          if any(key == ATTESTATION_KEY for key, _ in r.extra) else []),
         f"  commit    {r.commit} ({escape(r.branch) if r.branch else 'detached HEAD'})",
         *[f"  tree      {tree or 'absent'} {path}" for path, tree in r.trees.items()],
         f"  dirty outside fingerprint paths: {'yes' if r.dirty_outside else 'no'}",
@@ -67,6 +113,6 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
           if r.ci else []),
         *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",
-        *[f"    {t.outcome:8} {t.duration:8.3f}s  {escape(t.nodeid)}" for t in r.tests],
+        *[_test_line(r, t) for t in r.tests],
     ]
     return lines

@@ -47,7 +47,12 @@ def command(
     allow_unsigned: bool = typer.Option(False, "--allow-unsigned",
                                         help="Accept unsigned dry-run receipts (loudly warned; never "
                                              "under a restricted policy)."),
-    require_gpu: bool = typer.Option(False, "--require-gpu", help="Receipts must list a GPU device."),
+    require_gpu: bool = typer.Option(False, "--require-gpu",
+                                     help="Receipts must list a GPU device visible to the tests."),
+    require_gpu_use: bool = typer.Option(
+        False, "--require-gpu-use",
+        help="Every passing test must show evidence that it used a GPU (self-reported by the "
+             "test process, not hardware attestation); unknown evidence does not count."),
     require_mode: Optional[str] = typer.Option(None, "--require-mode", metavar="MODE",
                                                help=f"Receipts must have this mode: {', '.join(MODES)}."),
     require_clean: bool = typer.Option(False, "--require-clean",
@@ -65,6 +70,7 @@ def command(
     flags = {
         "allow_skipped": allow_skipped or None, "max_age_days": max_age_days,
         "allow_unsigned": allow_unsigned or None, "require_gpu": require_gpu or None,
+        "require_gpu_use": require_gpu_use or None,
         "require_mode": require_mode, "require_clean": require_clean or None,
     }
     with errors_as_exit():

@@ -1,0 +1,459 @@
+"""Per-test evidence of GPU use: did this test actually run work on a GPU?
+
+A receipt that lists GPU tests proves little if the tests quietly ran on the
+CPU (a ``device = "cuda" if available else "cpu"`` fallback, a mocked
+kernel). So while each test runs, a few cheap probes watch the process:
+
+* ``torch``: ``torch.cuda.memory_stats`` allocation counters of the
+  initialised devices, and ``torch.cuda.is_initialized()`` turning true;
+* ``cupy``: a CuPy memory hook counting memory-pool allocations;
+* ``cuda-driver``: libcuda itself (see :mod:`gitproof.cuda_driver`): never
+  loaded, never initialised, or a context appearing during the test.
+
+A probe only looks at a framework the tests already imported, and never
+initialises CUDA, so watching costs microseconds and changes nothing the test
+does. Each probe gives a :class:`Finding`; :func:`combine` turns them into
+one :class:`GpuUse`: any probe that saw use wins, else any that would have
+seen use and saw none, else unknown. A probe that raises is recorded as "no
+decision" with its error, never as a failure of the user's test.
+
+When use is seen, NVML is asked whether it lists this process on the GPU
+(``nvml``); that corroborates, it never decides. Known limit: work done by
+subprocesses of the test, or by CuPy in other threads, is not seen.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from gitproof.cuda_driver import CudaDriver
+from gitproof.gpu import canonical_bus_id
+
+METHOD_TORCH = "torch.cuda.memory_stats"
+METHOD_CUPY = "cupy.memory_hook"
+METHOD_CONTEXT = "cuda-driver.context"
+METHOD_NOT_LOADED = "cuda-driver.not-loaded"
+METHOD_NOT_INITIALIZED = "cuda-driver.not-initialized"
+METHODS = (METHOD_TORCH, METHOD_CUPY, METHOD_CONTEXT, METHOD_NOT_LOADED, METHOD_NOT_INITIALIZED)
+NVML_ANSWERS = ("listed", "not-listed", "pid-namespace", "unavailable")
+
+TORCH_COUNTER = "allocation.all.allocated"
+_TORCH_PCI_KEYS = ("pci_domain_id", "pci_bus_id", "pci_device_id")
+_MAX_ERROR = 200
+_hook_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    """One test's GPU-use record, as written in a receipt's ``gpu-use:`` line."""
+
+    test: str                 # node id
+    used: bool | None         # True: use seen; False: a probe that would see use saw none;
+                              # None: unknown (no probe could decide)
+    method: str | None        # the probe that decided (one of METHODS), None when unknown
+    evidence: str             # short sentence(s) saying what was seen
+    devices: list[str] = field(default_factory=list)  # PCI bus ids used, when known
+    nvml: str | None = None   # one of NVML_ANSWERS; None: not asked (used is not True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test": self.test, "used": self.used, "method": self.method,
+                "evidence": self.evidence, "devices": list(self.devices), "nvml": self.nvml}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GpuUse:
+        """Read a record back; wrong types are a ValueError, unknown keys are ignored."""
+        test, used = data.get("test"), data.get("used")
+        if not isinstance(test, str) or not test:
+            raise ValueError(f"gpu-use record needs a test node id, got {test!r}")
+        if used is not None and not isinstance(used, bool):
+            raise ValueError(f"gpu-use 'used' must be true, false or null, got {used!r}")
+        devices = data.get("devices", [])
+        if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+            raise ValueError(f"gpu-use 'devices' must be a list of PCI bus ids, got {devices!r}")
+        return cls(test=test, used=used, method=_optional_str(data, "method"),
+                   evidence=_optional_str(data, "evidence") or "", devices=list(devices),
+                   nvml=_optional_str(data, "nvml"))
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"gpu-use {key!r} must be a string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one probe concluded about one test."""
+
+    used: bool | None
+    method: str | None
+    evidence: str
+    devices: tuple[str, ...] = ()
+
+
+def combine(test: str, findings: Sequence[Finding]) -> GpuUse:
+    """Any use seen -> used (the first such probe names the method); else any
+    probe that saw none -> not used; else unknown. Evidence of every probe is
+    kept unless use was seen, so a "not used" or "unknown" says why."""
+    seen = [f for f in findings if f.used]
+    if seen:
+        devices = next((f.devices for f in seen if f.devices), ())
+        return GpuUse(test, True, seen[0].method, seen[0].evidence, list(devices))
+    evidence = "; ".join(f.evidence for f in findings) or "no probe applied"
+    unused = [f for f in findings if f.used is False]
+    if unused:
+        return GpuUse(test, False, unused[0].method, evidence)
+    return GpuUse(test, None, None, evidence)
+
+
+# -- the CUDA driver, shared by the probes ---------------------------------------------
+
+
+class DriverHandle:
+    """The process's libcuda, attached lazily and kept once found.
+
+    Probes share it to turn CUDA ordinals and UUIDs into PCI bus ids.
+    Attaching while the driver is absent is a failed ``dlopen(RTLD_NOLOAD)``,
+    cheap enough to retry at every test: a test may load it at any time.
+    """
+
+    def __init__(self, attach: Callable[[], CudaDriver | None] = CudaDriver.attach) -> None:
+        self._attach = attach
+        self._driver: CudaDriver | None = None
+
+    def get(self) -> CudaDriver | None:
+        if self._driver is None:
+            self._driver = self._attach()
+        return self._driver
+
+    def pci_ids(self, ordinals: Iterable[int]) -> tuple[str, ...]:
+        """PCI bus ids of these CUDA ordinals, the unknown ones left out."""
+        driver = self.get()
+        if driver is None or not driver.initialized():
+            return ()
+        by_ordinal = {d.ordinal: d.pci_bus_id for d in driver.devices()}
+        return tuple(pci for o in ordinals if (pci := by_ordinal.get(o)))
+
+    def pci_of_uuid(self, uuid: str) -> str | None:
+        driver = self.get()
+        if driver is None or not driver.initialized():
+            return None
+        wanted = _bare_uuid(uuid)
+        return next((d.pci_bus_id for d in driver.devices()
+                     if d.uuid and _bare_uuid(d.uuid) == wanted), None)
+
+
+def _bare_uuid(uuid: str) -> str:
+    return uuid.lower().removeprefix("gpu-")
+
+
+def _allocations_text(counts: Mapping[int, int], what: str) -> str:
+    """``{0: 3, 1: 1}`` -> ``"3 torch allocations on cuda:0, 1 on cuda:1"``."""
+    (first, n), *rest = sorted(counts.items())
+    parts = [f"{n} {what} allocation{'' if n == 1 else 's'} on cuda:{first}"]
+    return ", ".join(parts + [f"{m} on cuda:{i}" for i, m in rest])
+
+
+# -- probes ------------------------------------------------------------------------------
+
+
+class Probe(Protocol):
+    name: str
+
+    def begin(self) -> Any:
+        """State at the start of a test (cheap; must not import or initialise anything)."""
+
+    def end(self, state: Any) -> Finding | None:
+        """What the test did, from ``state``; None when the probe does not apply."""
+
+
+@dataclass(frozen=True)
+class _TorchState:
+    initialized: bool
+    counts: dict[int, int | None] = field(default_factory=dict)
+
+
+class TorchProbe:
+    """PyTorch's caching allocator counts every allocation request per device.
+
+    ``allocation.all.allocated`` grows with each tensor made on a GPU, cached
+    block or not, so a test that made one is seen. Only devices already
+    initialised are read: reading never starts CUDA. Limit: a test that only
+    runs in-place kernels on tensors made before it allocates nothing.
+    """
+
+    name = "torch"
+
+    def __init__(self, driver: DriverHandle) -> None:
+        self.driver = driver
+
+    @staticmethod
+    def _cuda() -> Any:
+        torch = sys.modules.get("torch")
+        return None if torch is None else torch.cuda
+
+    @staticmethod
+    def _counts(cuda: Any) -> dict[int, int | None]:
+        return {i: cuda.memory_stats(i).get(TORCH_COUNTER) for i in range(cuda.device_count())}
+
+    def begin(self) -> _TorchState | None:
+        cuda = self._cuda()
+        if cuda is None or not cuda.is_initialized():
+            return _TorchState(False)
+        return _TorchState(True, self._counts(cuda))
+
+    def end(self, state: _TorchState) -> Finding | None:
+        cuda = self._cuda()
+        if cuda is None:
+            return None
+        if not cuda.is_initialized():
+            return Finding(False, METHOD_TORCH, "torch never initialised CUDA")
+        counts = self._counts(cuda)
+        if any(n is None for n in counts.values()):
+            return Finding(None, None, f"torch.cuda.memory_stats has no {TORCH_COUNTER} counter")
+        grown = {i: n - (state.counts.get(i) or 0) for i, n in counts.items()
+                 if n > (state.counts.get(i) or 0)}
+        if grown:
+            devices = tuple(p for i in sorted(grown) if (p := self._pci(cuda, i)))
+            return Finding(True, METHOD_TORCH, _allocations_text(grown, "torch"), devices)
+        if not state.initialized:
+            return Finding(True, METHOD_TORCH, "torch initialised CUDA during the test")
+        return Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test")
+
+    def _pci(self, cuda: Any, index: int) -> str | None:
+        """PCI bus id of torch's ``cuda:index``: from its properties, else through its UUID."""
+        props = cuda.get_device_properties(index)  # safe: CUDA is initialised by now
+        if all(hasattr(props, key) for key in _TORCH_PCI_KEYS):
+            domain, bus, device = (int(getattr(props, key)) for key in _TORCH_PCI_KEYS)
+            return canonical_bus_id(f"{domain:x}:{bus:x}:{device:x}.0")
+        uuid = getattr(props, "uuid", None)
+        return self.driver.pci_of_uuid(str(uuid)) if uuid is not None else None
+
+
+def _hook_class(base: type) -> type:
+    """A CuPy ``MemoryHook`` subclass counting pool allocation requests per device."""
+
+    class CountingHook(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            self.name = f"gitproof-gpu-use-{next(_hook_ids)}"  # unique: CuPy refuses duplicates
+            self.counts: Counter[int] = Counter()
+
+        def malloc_preprocess(self, **kwargs: Any) -> None:
+            self.counts[int(kwargs.get("device_id", 0))] += 1
+
+    return CountingHook
+
+
+class CupyProbe:
+    """CuPy calls registered memory hooks on every memory-pool request.
+
+    The hook is registered for the calling thread only (CuPy keeps hooks per
+    thread), which is the thread pytest runs the test in. Limit: allocations
+    in other threads, or with the pool bypassed (``set_allocator(None)``),
+    are not counted.
+    """
+
+    name = "cupy"
+
+    def __init__(self, driver: DriverHandle) -> None:
+        self.driver = driver
+        self._classes: dict[type, type] = {}
+
+    def begin(self) -> Any:
+        if "cupy" not in sys.modules:
+            return None
+        base = importlib.import_module("cupy.cuda.memory_hook").MemoryHook
+        if base not in self._classes:
+            self._classes[base] = _hook_class(base)
+        hook = self._classes[base]()
+        hook.__enter__()
+        return hook
+
+    def end(self, hook: Any) -> Finding | None:
+        if hook is None:
+            if "cupy" in sys.modules:
+                return Finding(None, None, "CuPy was imported during the test, after counting began")
+            return None
+        hook.__exit__(None, None, None)
+        if not hook.counts:
+            return Finding(False, METHOD_CUPY, "no CuPy memory-pool allocation during the test")
+        devices = self.driver.pci_ids(sorted(hook.counts))
+        return Finding(True, METHOD_CUPY, _allocations_text(hook.counts, "CuPy memory-pool"), devices)
+
+
+@dataclass(frozen=True)
+class _DriverState:
+    loaded: bool
+    initialized: bool = False
+    active: frozenset[int] = frozenset()  # ordinals whose primary context is active
+    current: bool = False                 # the test thread has a current context
+
+
+class DriverProbe:
+    """libcuda itself: the last word for any framework, or none.
+
+    Not loaded at the end of a test: nothing in this process can have used a
+    GPU through CUDA. Loaded but never initialised: the same. A primary
+    context (torch, CuPy, Numba use those) or a current context appearing
+    during the test: it used the GPU. A context already there before: the
+    driver cannot say whether this test used it (no decision).
+    """
+
+    name = "cuda-driver"
+
+    def __init__(self, driver: DriverHandle) -> None:
+        self.driver = driver
+
+    def begin(self) -> _DriverState:
+        return self._state()
+
+    def _state(self) -> _DriverState:
+        driver = self.driver.get()
+        if driver is None:
+            return _DriverState(False)
+        if not driver.initialized():
+            return _DriverState(True)
+        active = frozenset(o for o in range(driver.device_count()) if driver.primary_context_active(o))
+        return _DriverState(True, True, active, driver.has_current_context())
+
+    def end(self, before: _DriverState) -> Finding:
+        after = self._state()
+        if not after.loaded:
+            return Finding(False, METHOD_NOT_LOADED, "libcuda was never loaded by the test process")
+        if not after.initialized:
+            return Finding(False, METHOD_NOT_INITIALIZED,
+                           "libcuda is loaded but CUDA was never initialised (no cuInit)")
+        new = sorted(after.active - before.active)
+        if new:
+            where = ", ".join(f"cuda:{o}" for o in new)
+            return Finding(True, METHOD_CONTEXT, f"a CUDA primary context became active on {where} "
+                           "during the test", self.driver.pci_ids(new))
+        if after.current and not before.current:
+            return self._current_appeared()
+        if before.active or before.current:
+            return Finding(None, None, "a CUDA context existed before the test, so the driver "
+                                       "cannot tell whether the test used it")
+        return Finding(None, None, "CUDA is initialised but no context was active at the end "
+                                   "of the test")
+
+    def _current_appeared(self) -> Finding:
+        driver = self.driver.get()
+        device = driver.current_device() if driver is not None else None
+        devices = self.driver.pci_ids([device]) if device is not None else ()
+        where = f" on cuda:{device}" if device is not None else ""
+        return Finding(True, METHOD_CONTEXT, f"a CUDA context became current{where} during the test",
+                       devices)
+
+
+def default_probes(driver: DriverHandle | None = None) -> list[Probe]:
+    """torch, CuPy, then the driver: frameworks first, they name devices more precisely."""
+    driver = driver or DriverHandle()
+    return [TorchProbe(driver), CupyProbe(driver), DriverProbe(driver)]
+
+
+# -- NVML corroboration --------------------------------------------------------------------
+
+
+def nvml_corroboration(devices: Sequence[str]) -> str:
+    """Does NVML list this process with a compute context on the devices used?
+
+    "pid-namespace": not listed, but this process lives in a PID namespace (a
+    container), where NVML reports host pids that never match ours.
+    """
+    try:
+        from gitproof import nvml
+        listed = nvml.process_devices({os.getpid()})
+    except (ImportError, AttributeError):  # NVML support not installed in this version
+        return "unavailable"
+    if listed is None:
+        return "unavailable"
+    relevant = [listed[d] for d in devices if d in listed] or list(listed.values())
+    if any(relevant):
+        return "listed"
+    return "pid-namespace" if nvml.in_pid_namespace() else "not-listed"
+
+
+# -- the monitor --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: str
+
+
+def _short(exc: BaseException) -> str:
+    text = repr(exc)
+    return text if len(text) <= _MAX_ERROR else text[:_MAX_ERROR - 3] + "..."
+
+
+class GpuUseMonitor:
+    """Watches one test at a time in this process (the controller, or an xdist worker)."""
+
+    def __init__(self, probes: Sequence[Probe] | None = None,
+                 corroborate: Callable[[Sequence[str]], str] = nvml_corroboration) -> None:
+        self.probes = list(probes) if probes is not None else default_probes()
+        self._corroborate = corroborate
+        self._started: dict[str, list[tuple[Probe, Any]]] = {}
+
+    def start(self, nodeid: str) -> None:
+        """Snapshot every probe before the test's setup runs."""
+        if nodeid in self._started:  # started again without a stop: release its hooks
+            self.stop(nodeid)
+        self._started[nodeid] = [(probe, self._begin(probe)) for probe in self.probes]
+
+    def stop(self, nodeid: str) -> GpuUse:
+        """What the test did, after its teardown; never raises."""
+        started = self._started.pop(nodeid, None)
+        if started is None:
+            return GpuUse(nodeid, None, None, "GPU use was not watched: the test never started")
+        findings = [f for probe, state in started if (f := self._end(probe, state)) is not None]
+        use = combine(nodeid, findings)
+        if use.used:
+            use = replace(use, nvml=self._nvml(use.devices))
+        return use
+
+    @staticmethod
+    def _begin(probe: Probe) -> Any:
+        try:
+            return probe.begin()
+        except Exception as exc:  # a probe must never break the user's test
+            return _Failed(_short(exc))
+
+    @staticmethod
+    def _end(probe: Probe, state: Any) -> Finding | None:
+        if isinstance(state, _Failed):
+            return Finding(None, None, f"{probe.name} probe failed at the start: {state.error}")
+        try:
+            return probe.end(state)
+        except Exception as exc:
+            return Finding(None, None, f"{probe.name} probe failed: {_short(exc)}")
+
+    def _nvml(self, devices: Sequence[str]) -> str:
+        try:
+            return self._corroborate(devices)
+        except Exception:
+            return "unavailable"
+
+
+def summarize(records: Iterable[Mapping[str, Any]], limit: int = 5) -> str:
+    """``"GPU use: 5 used, 1 not used (tests/x.py::test_cpu), 0 unknown"``."""
+    groups: dict[str, list[str]] = {"used": [], "not used": [], "unknown": []}
+    for record in records:
+        key = {True: "used", False: "not used"}.get(record.get("used"), "unknown")
+        groups[key].append(str(record.get("test")))
+    parts = []
+    for key, tests in groups.items():
+        named = "" if key == "used" or not tests else f" ({_names(tests, limit)})"
+        parts.append(f"{len(tests)} {key}{named}")
+    return "GPU use: " + ", ".join(parts)
+
+
+def _names(tests: list[str], limit: int) -> str:
+    shown = ", ".join(tests[:limit])
+    return shown if len(tests) <= limit else f"{shown}, and {len(tests) - limit} more"
