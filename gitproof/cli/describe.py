@@ -20,7 +20,8 @@ def facts_text(receipt: Receipt) -> str:
     facts = receipt.gpu_facts
     if not facts:
         return ""
-    parts = [f"facts from {escape(str(facts.get('source', '?')))}"]
+    source = escape(str(facts.get("source", "?")))
+    parts = ["no source of GPU facts answered" if source == "none" else f"facts from {source}"]
     cc = facts.get("confidential_computing")
     if isinstance(cc, dict) and "feature" in cc:
         parts.append(f"confidential computing {escape(str(cc['feature']))}")
