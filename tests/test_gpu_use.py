@@ -535,3 +535,16 @@ def test_raw_driver_use_in_a_real_session(cli_project, built_libcuda, tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     [use] = gpu_uses(cli_project).values()
     assert (use["used"], use["method"], use["devices"]) == (True, METHOD_CONTEXT, [PCI_1])
+
+
+def test_require_gpu_use_catches_the_cpu_fallback_of_a_recorded_run(torch_project):
+    from tests.remotes import gp
+
+    run = run_session(torch_project)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert gp(torch_project, "verify").returncode == 0
+    refused = gp(torch_project, "verify", "--require-gpu-use")
+    assert refused.returncode == 1
+    assert ("1 passing test(s) show no GPU use: tests/test_kernels.py::test_cpu_fallback "
+            "(not used: ") in refused.stdout
+    assert "test_on_gpu" not in refused.stdout
