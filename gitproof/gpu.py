@@ -40,6 +40,7 @@ TIMEOUT_S = 10.0
 MIB = 1024 * 1024
 _REQUIRED_KEYS = ("name", "driver", "memory_mib")
 _MISSING_VALUES = {"", "[N/A]", "N/A", "[Not Supported]", "[Unknown Error]"}
+_UUID_ENTRY = re.compile(r"^\s*(GPU|MIG)-.*$", re.I)
 _BUS_ID = re.compile(r"(?:([0-9a-f]{1,8}):)?([0-9a-f]{1,2}):([0-9a-f]{1,2})\.([0-7])", re.I)
 
 
@@ -471,8 +472,20 @@ def _facts(answer: _Answer, environ: Mapping[str, str], include_uuid: bool,
         devices = [replace(device, visible=selection.flag(device)) for device in devices]
     if not include_uuid:
         devices = [replace(device, uuid=None) for device in devices]
+        value = redact_uuids(value)
     devices = sorted(devices, key=lambda device: device.index)
     return GpuFacts(answer.source, devices, answer.confidential_computing, value, notes)
+
+
+def redact_uuids(value: str | None) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` with GPU and MIG UUIDs hidden (``include_gpu_uuid = false``).
+
+    The variable may name devices by UUID; a receipt that leaves UUIDs out
+    must not carry them here either. Ordinals and the list's shape are kept.
+    """
+    if value is None:
+        return None
+    return ",".join(_UUID_ENTRY.sub(r"\1-redacted", entry) for entry in value.split(","))
 
 
 def detect_facts(include_uuid: bool = True, environ: Mapping[str, str] | None = None,
@@ -492,7 +505,8 @@ def detect_facts(include_uuid: bool = True, environ: Mapping[str, str] | None = 
             notes.append(answer)
             continue
         return _facts(answer, environ, include_uuid, notes)
-    return GpuFacts("none", [], None, environ.get(ENV_VISIBLE), notes)
+    visible = environ.get(ENV_VISIBLE)
+    return GpuFacts("none", [], None, visible if include_uuid else redact_uuids(visible), notes)
 
 
 def _torch_sees_any() -> bool:

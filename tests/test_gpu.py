@@ -525,3 +525,19 @@ def test_facts_dict_round_trip():
 def test_facts_from_dict_rejects_wrong_types(data, message):
     with pytest.raises(ValueError, match=message):
         GpuFacts.from_dict(data)
+
+
+@pytest.mark.parametrize("value, redacted", [
+    ("GPU-11111111-2222-3333-4444-555555555555", "GPU-redacted"),
+    ("0,GPU-abc,MIG-GPU-abc/1/0", "0,GPU-redacted,MIG-redacted"),
+    ("1,0", "1,0"),
+    ("", ""),
+])
+def test_uuid_opt_out_also_hides_uuids_in_cuda_visible_devices(tmp_path, monkeypatch, value, redacted):
+    monkeypatch.setenv("GITPROOF_NVIDIA_SMI", str(printing(tmp_path, H100)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    private = gpu.detect_facts(include_uuid=False, import_torch=False)
+    assert private.cuda_visible_devices == redacted
+    assert gpu.detect_facts(include_uuid=True, import_torch=False).cuda_visible_devices == value
+    monkeypatch.setenv("GITPROOF_NVIDIA_SMI", str(tmp_path / "absent"))
+    assert gpu.detect_facts(include_uuid=False, import_torch=False).cuda_visible_devices == redacted
