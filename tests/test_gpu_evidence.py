@@ -238,3 +238,20 @@ def test_tampering_with_an_attestation_block_breaks_the_signature(cli_project):
     forged = SignedReceipt(parse_payload(payload), payload, signed.signature)
     NotesStore(cli_project.repo).add(str(cli_project.repo.head.target), forged)
     assert codes(cli_project.verify()) == ["bad-signature"]
+
+
+def test_a_pull_request_cannot_switch_off_require_gpu_use_under_trust_ref(cli_project):
+    root = cli_project.root
+    signers = '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n'
+    write_files(root, {"pyproject.toml": signers + "require_gpu_use = true\n"})
+    commit_all(root, "main requires GPU use")
+    from tests.helpers import git
+
+    git(root, "branch", "protected")
+    write_files(root, {"pyproject.toml": signers + "require_gpu_use = false\n"})
+    commit_all(root, "pull request relaxes it")
+    cli_project.attach(tests=[MATMUL, FALLBACK], gpu_use=[use(MATMUL, True), use(FALLBACK, False)])
+    assert gp(root, "verify").returncode == 0  # the working tree's own policy
+    trusted = gp(root, "verify", "--trust-ref", "protected")
+    assert trusted.returncode == 1
+    assert f"show no GPU use: {FALLBACK.nodeid}" in trusted.stdout

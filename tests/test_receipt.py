@@ -145,6 +145,9 @@ def test_join_keeps_existing_bytes_even_when_they_are_not_utf8():
     lambda t: t.replace('pytest-args: ["--gpu-proof"]', "pytest-args: " + "[" * 100000),
     lambda t: t.replace("exit-status: 0", "exit-status: " + "9" * 5000),
     lambda t: t.replace("gpu: {", "gpu: " + "[" * 100000 + "{", 1),
+    lambda t: t.replace("\n\ntest:", "\ngpu-use: " + "{\"a\": " * 100000 + "\n\ntest:", 1),
+    lambda t: t.replace("\n\ntest:", "\ngpu-facts: " + "[" * 100000 + "\n\ntest:", 1),
+    lambda t: t.replace("\n\ntest:", '\ngpu-use: {"test": "x", "used": ' + "9" * 5000 + "}\n\ntest:", 1),
 ])
 def test_hostile_receipts_are_malformed_entries_not_crashes(hostile):
     text = hostile(serialize_payload(make_receipt()).decode()) + FAKE_SIG
