@@ -40,7 +40,9 @@ TIMEOUT_S = 10.0
 MIB = 1024 * 1024
 _REQUIRED_KEYS = ("name", "driver", "memory_mib")
 _MISSING_VALUES = {"", "[N/A]", "N/A", "[Not Supported]", "[Unknown Error]"}
-_UUID_ENTRY = re.compile(r"^\s*(GPU|MIG)-.*$", re.I)
+_ORDINAL = re.compile(r"[0-9]+")
+# Anything in CUDA_VISIBLE_DEVICES that could be a device's UUID, wherever it stands.
+_UUID_LIKE = re.compile(r"(GPU|MIG)-[^,\s\"']*|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.I)
 _BUS_ID = re.compile(r"(?:([0-9a-f]{1,8}):)?([0-9a-f]{1,2}):([0-9a-f]{1,2})\.([0-7])", re.I)
 
 
@@ -178,7 +180,8 @@ def _run_query(program: str, fields: tuple[str, ...]) -> subprocess.CompletedPro
     command = [program, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"]
     try:
         return subprocess.run(
-            command, capture_output=True, text=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL
+            command, capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         return f"timed out after {TIMEOUT_S:g}s"
@@ -427,7 +430,7 @@ def _mig_parent(entry: str, answer: _Answer) -> int | str:
 
 def _resolve(entry: str, answer: _Answer, order: list[GpuDevice] | None) -> int | str:
     """The index of the device one entry names, or how it falls short."""
-    if entry.isdigit():
+    if _ORDINAL.fullmatch(entry):  # ASCII digits only: str.isdigit() accepts "²" and "٣"
         if int(entry) >= len(answer.devices):
             return _REJECTED
         return _UNKNOWN if order is None else order[int(entry)].index
@@ -480,12 +483,12 @@ def _facts(answer: _Answer, environ: Mapping[str, str], include_uuid: bool,
 def redact_uuids(value: str | None) -> str | None:
     """``CUDA_VISIBLE_DEVICES`` with GPU and MIG UUIDs hidden (``include_gpu_uuid = false``).
 
-    The variable may name devices by UUID; a receipt that leaves UUIDs out
-    must not carry them here either. Ordinals and the list's shape are kept.
+    The variable may name devices by UUID, quoted or not; a receipt that
+    leaves UUIDs out must not carry them here either. Ordinals stay.
     """
     if value is None:
         return None
-    return ",".join(_UUID_ENTRY.sub(r"\1-redacted", entry) for entry in value.split(","))
+    return _UUID_LIKE.sub(lambda m: f"{(m.group(1) or 'GPU').upper()}-redacted", value)
 
 
 def detect_facts(include_uuid: bool = True, environ: Mapping[str, str] | None = None,

@@ -5,7 +5,7 @@ CPU (a ``device = "cuda" if available else "cpu"`` fallback, a mocked
 kernel). So while each test runs, a few cheap probes watch the process:
 
 * ``torch``: ``torch.cuda.memory_stats`` allocation counters of the
-  initialised devices, and ``torch.cuda.is_initialized()`` turning true;
+  initialised devices;
 * ``cupy``: a CuPy memory hook counting memory-pool allocations;
 * ``cuda-driver``: libcuda itself (see :mod:`gitproof.cuda_driver`): never
   loaded, never initialised, or a context appearing during the test.
@@ -14,8 +14,13 @@ A probe only looks at a framework the tests already imported, and never
 initialises CUDA, so watching costs microseconds and changes nothing the test
 does. Each probe gives a :class:`Finding`; :func:`combine` turns them into
 one :class:`GpuUse`: any probe that saw use wins, else any that would have
-seen use and saw none, else unknown. A probe that raises is recorded as "no
-decision" with its error, never as a failure of the user's test.
+seen use and saw none, else unknown, with one guard against false positives:
+a context appearing does not count while a framework that held CUDA
+allocated nothing. A probe that raises is recorded as "no decision" with its
+error, never as a failure of the user's test.
+
+The plugin watches the call phase only (the test function's body): work done
+while fixtures are set up, a session-wide warm-up say, belongs to no test.
 
 When use is seen, NVML is asked whether it lists this process on the GPU
 (``nvml``); that corroborates, it never decides. Known limit: work done by
@@ -40,6 +45,7 @@ METHOD_CONTEXT = "cuda-driver.context"
 METHOD_NOT_LOADED = "cuda-driver.not-loaded"
 METHOD_NOT_INITIALIZED = "cuda-driver.not-initialized"
 METHODS = (METHOD_TORCH, METHOD_CUPY, METHOD_CONTEXT, METHOD_NOT_LOADED, METHOD_NOT_INITIALIZED)
+FRAMEWORK_METHODS = (METHOD_TORCH, METHOD_CUPY)  # allocation counters: evidence of work itself
 NVML_ANSWERS = ("listed", "not-listed", "pid-namespace", "unavailable")
 
 TORCH_COUNTER = "allocation.all.allocated"
@@ -89,25 +95,42 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
 
 @dataclass(frozen=True)
 class Finding:
-    """What one probe concluded about one test."""
+    """What one probe concluded about one test.
+
+    ``holds_cuda``: the framework had CUDA initialised while the test ran, so
+    a CUDA context that appeared may be the framework's own doing (torch
+    makes one for ``set_device`` or ``get_device_properties``) rather than
+    evidence of work.
+    """
 
     used: bool | None
     method: str | None
     evidence: str
     devices: tuple[str, ...] = ()
+    holds_cuda: bool = False
 
 
 def combine(test: str, findings: Sequence[Finding]) -> GpuUse:
-    """Any use seen -> used (the first such probe names the method); else any
-    probe that saw none -> not used; else unknown. Evidence of every probe is
-    kept unless use was seen, so a "not used" or "unknown" says why."""
-    seen = [f for f in findings if f.used]
-    if seen:
-        devices = next((f.devices for f in seen if f.devices), ())
-        return GpuUse(test, True, seen[0].method, seen[0].evidence, list(devices))
+    """One record from every probe's finding; false positives are the danger.
+
+    A framework's allocation counter seeing use decides ``used``. A CUDA
+    context appearing (the driver probe) decides it only when no framework
+    that held CUDA saw nothing: then the context proves nothing and the test
+    is unknown. Otherwise any probe that would have seen use and saw none
+    decides ``not used``; else unknown. Evidence of every probe is kept
+    unless use was seen, so a "not used" or "unknown" says why.
+    """
+    counted = [f for f in findings if f.used and f.method in FRAMEWORK_METHODS]
+    contexts = [f for f in findings if f.used and f.method not in FRAMEWORK_METHODS]
+    framework_saw_nothing = any(f.holds_cuda and not f.used for f in findings)
+    if not counted and contexts and not framework_saw_nothing:
+        counted = contexts
+    if counted:
+        devices = next((f.devices for f in counted + contexts if f.devices), ())
+        return GpuUse(test, True, counted[0].method, counted[0].evidence, list(devices))
     evidence = "; ".join(f.evidence for f in findings) or "no probe applied"
     unused = [f for f in findings if f.used is False]
-    if unused:
+    if unused and not contexts:
         return GpuUse(test, False, unused[0].method, evidence)
     return GpuUse(test, None, None, evidence)
 
@@ -216,15 +239,17 @@ class TorchProbe:
             return Finding(False, METHOD_TORCH, "torch never initialised CUDA")
         counts = self._counts(cuda)
         if any(n is None for n in counts.values()):
-            return Finding(None, None, f"torch.cuda.memory_stats has no {TORCH_COUNTER} counter")
+            return Finding(None, None, f"torch.cuda.memory_stats has no {TORCH_COUNTER} counter",
+                           holds_cuda=True)
         grown = {i: n - (state.counts.get(i) or 0) for i, n in counts.items()
                  if n > (state.counts.get(i) or 0)}
         if grown:
             devices = tuple(p for i in sorted(grown) if (p := self._pci(cuda, i)))
-            return Finding(True, METHOD_TORCH, _allocations_text(grown, "torch"), devices)
-        if not state.initialized:
-            return Finding(True, METHOD_TORCH, "torch initialised CUDA during the test")
-        return Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test")
+            return Finding(True, METHOD_TORCH, _allocations_text(grown, "torch"), devices, True)
+        if not state.initialized:  # e.g. get_device_properties() before a CPU fallback
+            return Finding(None, None, "torch initialised CUDA during the test but allocated "
+                                       "nothing on the GPU", holds_cuda=True)
+        return Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test", holds_cuda=True)
 
     def _pci(self, cuda: Any, index: int) -> str | None:
         """PCI bus id of torch's ``cuda:index``: from its properties, else through its UUID."""

@@ -277,6 +277,8 @@ def facts(include_uuid: bool) -> NvmlFacts | NvmlUnavailable:
         return _read(lib, include_uuid)
     except _Failure as exc:
         return NvmlUnavailable(str(exc))
+    except Exception as exc:  # bindings answering in shapes we do not expect
+        return NvmlUnavailable(f"unexpected answer from NVML: {exc!r}")
 
 
 # --- processes -----------------------------------------------------------------
@@ -312,9 +314,13 @@ def process_devices(pids: set[int]) -> dict[str, bool] | None:
     if isinstance(lib, NvmlUnavailable):
         return None
     try:
-        handles = _handles(lib)
-    except _Failure:
+        return _process_devices(lib, pids)
+    except Exception:  # _Failure, or bindings answering in shapes we do not expect
         return None
+
+
+def _process_devices(lib: ModuleType, pids: set[int]) -> dict[str, bool]:
+    handles = _handles(lib)
     found: dict[str, bool] = {}
     for handle in handles:
         bus_id = _bus_id(_optional(lib, "nvmlDeviceGetPciInfo", handle))

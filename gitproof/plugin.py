@@ -230,8 +230,10 @@ class Recorder:
         return self._records(CHECK_PROPERTY)
 
     def gpu_uses(self) -> list[dict[str, Any]]:
-        """The GPU-use records (``GpuUse.to_dict()``), one per test that ran, in test order."""
-        return self._records(GPU_USE_PROPERTY)
+        """The GPU-use records (``GpuUse.to_dict()``), one per test that ran, in test order:
+        the last record of each test (the watcher leaves exactly one)."""
+        last = {record.get("test"): record for record in self._records(GPU_USE_PROPERTY)}
+        return list(last.values())
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -283,27 +285,43 @@ UNSIGNED_NOTE = ("gpu-proof: NOTE: UNSIGNED dry run -- this receipt carries no s
 
 
 class GpuUseWatcher:
-    """Watches each test for GPU use, from before its setup to after its teardown.
+    """Watches each test's call phase (its own body) for GPU use.
 
-    Outermost on both ends (``tryfirst`` wrappers), so fixtures that put
-    work on the GPU count for the test that asked for them. The record goes
-    into ``user_properties`` before the teardown report is made, so it
-    reaches the recorder in that report, from an xdist worker too.
+    Only the call phase: a fixture shared by several tests (a session warm-up
+    that allocates, say) would otherwise count for whichever test set it up
+    first. The record is put into ``user_properties`` after the teardown, as
+    the only GPU-use record of the test, so it reaches the recorder in the
+    teardown report (from an xdist worker too); a rerun of the test (e.g.
+    pytest-rerunfailures) replaces the earlier attempt's record.
     """
 
     def __init__(self, monitor: GpuUseMonitor) -> None:
         self.monitor = monitor
+        self.made: dict[str, dict[str, Any]] = {}
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, None]:
+        self.made.pop(item.nodeid, None)  # a new run of the test starts
+        yield
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:
         self.monitor.start(item.nodeid)
         yield
+        self.made[item.nodeid] = self.monitor.stop(item.nodeid).to_dict()
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, Any, None]:
         yield
-        use = self.monitor.stop(item.nodeid)
-        item.user_properties.append((GPU_USE_PROPERTY, use.to_dict()))
+        record = self.made.pop(item.nodeid, None) or _body_never_ran(item.nodeid)
+        item.user_properties[:] = [(k, v) for k, v in item.user_properties if k != GPU_USE_PROPERTY]
+        item.user_properties.append((GPU_USE_PROPERTY, record))
+
+
+def _body_never_ran(nodeid: str) -> dict[str, Any]:
+    from gitproof.gpu_use import GpuUse
+
+    return GpuUse(nodeid, None, None, "the test body did not run (skipped or failed in setup)").to_dict()
 
 
 class SkipGuard:

@@ -56,6 +56,20 @@ def escape(value: str) -> str:
     return "".join(out)
 
 
+_INVISIBLE_RE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(value: str) -> str:
+    """:func:`escape`, and also the C1 controls (U+0080..U+009F, which some
+    terminals obey) and the bidirectional overrides that could reorder what a
+    reader sees: for showing receipt text, which is unauthenticated until
+    verified, on a terminal. Not part of the receipt format."""
+    escaped = escape(value)
+    if not _INVISIBLE_RE.search(escaped):
+        return escaped
+    return _INVISIBLE_RE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), escaped)
+
+
 def unescape(text: str) -> str:
     """Strict inverse of :func:`escape`: non-canonical input is an error."""
     if "%" not in text:
@@ -294,12 +308,22 @@ def _json_object(value: str, what: str) -> dict[str, Any]:
     return parsed
 
 
+_OPTIONAL_TEXT = (str, type(None))
+_TEXT_LIST = "list of strings"
+# Known keys and their types; other keys are a newer writer's and are kept unread.
+_GPU_USE_KEYS = {"method": _OPTIONAL_TEXT, "evidence": (str,), "devices": _TEXT_LIST,
+                 "nvml": _OPTIONAL_TEXT}
+_GPU_FACTS_KEYS = {"cuda_visible_devices": _OPTIONAL_TEXT, "confidential_computing": (dict, type(None)),
+                   "notes": _TEXT_LIST}
+
+
 def _gpu_use_object(value: str) -> dict[str, Any]:
     use = _json_object(value, "gpu-use")
     if not isinstance(use.get("test"), str):
         raise ReceiptFormatError(f"gpu-use field needs a string 'test': {value!r}")
     if "used" not in use or not (use["used"] is None or isinstance(use["used"], bool)):
         raise ReceiptFormatError(f"gpu-use field needs 'used' true, false or null: {value!r}")
+    _check_known_keys(use, _GPU_USE_KEYS, "gpu-use", value)
     return use
 
 
@@ -307,7 +331,19 @@ def _gpu_facts_object(value: str) -> dict[str, Any]:
     facts = _json_object(value, "gpu-facts")
     if not isinstance(facts.get("source"), str):
         raise ReceiptFormatError(f"gpu-facts field needs a string 'source': {value!r}")
+    _check_known_keys(facts, _GPU_FACTS_KEYS, "gpu-facts", value)
     return facts
+
+
+def _check_known_keys(data: dict[str, Any], known: dict[str, Any], what: str, value: str) -> None:
+    for key, kind in known.items():
+        if key not in data:
+            continue
+        item = data[key]
+        ok = (isinstance(item, list) and all(isinstance(x, str) for x in item)) if kind == _TEXT_LIST \
+            else isinstance(item, kind)
+        if not ok:
+            raise ReceiptFormatError(f"{what} field has a bad {key!r}: {value!r}")
 
 
 def _reject_constant(name: str) -> Any:

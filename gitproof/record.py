@@ -189,11 +189,12 @@ def build_receipt(rec: Recording, tests: list[TestResult], exit_status: int,
 
 
 def _one_record_per_test(uses: list[dict[str, Any]], listed: set[str]) -> list[dict[str, Any]]:
-    """The first record of each listed test: a receipt speaks for its own tests only."""
+    """The last record of each listed test (a rerun's replaces the earlier attempt's);
+    a receipt speaks for its own tests only."""
     kept: dict[str, dict[str, Any]] = {}
     for use in uses:
         if use.get("test") in listed:
-            kept.setdefault(use["test"], use)
+            kept[use["test"]] = use
     return list(kept.values())
 
 

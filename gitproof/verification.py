@@ -22,7 +22,7 @@ from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, Revok
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
 from gitproof.policy import Policy, PolicyError, load_policy, node_ids_in, read_node_ids, selects
-from gitproof.receipt import Receipt, SignedReceipt, escape
+from gitproof.receipt import Receipt, SignedReceipt, printable
 from gitproof.signing import NAMESPACE
 
 VALIDATED = "validated"
@@ -364,7 +364,7 @@ class SignerNarrowed:
     def failure(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
         if self.signers and not match_pattern_list(receipt.signer, ",".join(self.signers)):
-            return Failure("signer-not-allowed", f"signer {escape(receipt.signer)!r} is not in the policy's signers")
+            return Failure("signer-not-allowed", f"signer {printable(receipt.signer)!r} is not in the policy's signers")
         if self.key_fingerprints and receipt.key_fingerprint not in self.key_fingerprints:
             return Failure("signer-not-allowed", f"key {receipt.key_fingerprint} is not in the policy's "
                                                  "key_fingerprints")
@@ -396,7 +396,7 @@ class RunConditions:
 
 def _visible_setting(receipt: Receipt) -> str:
     value = (receipt.gpu_facts or {}).get("cuda_visible_devices")
-    return "unset" if value is None else escape(repr(value) if isinstance(value, str) else str(value))
+    return "unset" if value is None else printable(repr(value) if isinstance(value, str) else str(value))
 
 
 class GpuUsed:
@@ -416,6 +416,9 @@ class GpuUsed:
         if not uses:
             return Failure("gpu-not-used", "receipt records no per-test GPU use (made by a gitproof "
                                            "without GPU-use evidence); the policy requires it")
+        if not any(gpu.get("visible") is not False for gpu in receipt.gpus):
+            return Failure("gpu-not-used", "the receipt lists no GPU visible to the tests, so no "
+                                           "test can have used one")
         missing = [(t.nodeid, uses.get(t.nodeid)) for t in receipt.tests
                    if t.outcome in ("passed", "xpassed") and (uses.get(t.nodeid) or {}).get("used") is not True]
         if not missing:
@@ -427,16 +430,16 @@ class GpuUsed:
 
 def _why_not_used(nodeid: str, use: dict[str, Any] | None) -> str:
     if use is None:
-        return f"{escape(nodeid)} (no gpu-use record)"
+        return f"{printable(nodeid)} (no gpu-use record)"
     state = "unknown" if use.get("used") is None else "not used"
     evidence = use.get("evidence")
-    detail = f": {escape(evidence)}" if isinstance(evidence, str) and evidence else ""
-    return f"{escape(nodeid)} ({state}{detail})"
+    detail = f": {printable(evidence)}" if isinstance(evidence, str) and evidence else ""
+    return f"{printable(nodeid)} ({state}{detail})"
 
 
 def _listing(items: list[str], limit: int = 10) -> str:
     """A short list for a message; receipt text is escaped, since it is unauthenticated."""
-    shown = ", ".join(escape(item) for item in items[:limit])
+    shown = ", ".join(printable(item) for item in items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 

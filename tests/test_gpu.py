@@ -541,3 +541,29 @@ def test_uuid_opt_out_also_hides_uuids_in_cuda_visible_devices(tmp_path, monkeyp
     assert gpu.detect_facts(include_uuid=True, import_torch=False).cuda_visible_devices == value
     monkeypatch.setenv("GITPROOF_NVIDIA_SMI", str(tmp_path / "absent"))
     assert gpu.detect_facts(include_uuid=False, import_torch=False).cuda_visible_devices == redacted
+
+
+@pytest.mark.parametrize("value", ["0,\u00b2", "\u0663", "0,1\u00b2"])
+def test_non_ascii_digits_are_not_ordinals(fake_nvml, monkeypatch, value):
+    fake_nvml(machine(device(), device(uuid="GPU-22222222-2222-2222-2222-222222222222",
+                                       bus_id="00000000:3B:00.0")))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    facts = gpu.detect_facts(import_torch=False)  # CUDA stops at the entry; so do we, without a crash
+    assert facts.source == "nvml" and len(facts.devices) == 2
+    assert gpu.gpu_visible() is (value != "\u0663")
+
+
+@pytest.mark.parametrize("value, redacted", [
+    ('"GPU-00102030-4050-6070-8090-a0b0c0d0e0f0"', '"GPU-redacted"'),
+    ("0 GPU-00102030-4050-6070-8090-a0b0c0d0e0f0", "0 GPU-redacted"),
+    ("00102030-4050-6070-8090-A0B0C0D0E0F0", "GPU-redacted"),
+    ("'MIG-00102030-4050-6070-8090-a0b0c0d0e0f0',1", "'MIG-redacted',1"),
+])
+def test_uuid_opt_out_hides_uuids_however_they_are_written(value, redacted):
+    assert gpu.redact_uuids(value) == redacted
+
+
+def test_nvidia_smi_output_that_is_not_utf8_is_not_a_crash(tmp_path):
+    program = fake_smi(tmp_path, "printf '0, NVIDIA \\377\\376, GPU-1, 550, 81559, 9.0, 00000000:18:00.0, Disabled\\n'\n")
+    [device_] = gpu.detect_gpus(program=str(program))
+    assert device_.name.startswith("NVIDIA ") and "\ufffd" in device_.name

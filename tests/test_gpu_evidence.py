@@ -255,3 +255,43 @@ def test_a_pull_request_cannot_switch_off_require_gpu_use_under_trust_ref(cli_pr
     trusted = gp(root, "verify", "--trust-ref", "protected")
     assert trusted.returncode == 1
     assert f"show no GPU use: {FALLBACK.nodeid}" in trusted.stdout
+
+
+def test_c1_controls_and_bidi_overrides_never_reach_the_terminal(cli_project):
+    sneaky = "ran on \u009b31mGPU\u202e"
+    cli_project.attach(tests=[MATMUL], gpu_use=[use(MATMUL, False, evidence=sneaky)],
+                       gpu_facts=dict(FACTS, cuda_visible_devices="0\u009b"))
+    outputs = [gp(cli_project.root, "show").stdout,
+               gp(cli_project.root, "verify", "--require-gpu-use").stdout]
+    for output in outputs:
+        assert "\u009b" not in output and "\u202e" not in output
+    assert "ran on %C2%9B31mGPU%E2%80%AE" in outputs[1]
+    assert "CUDA_VISIBLE_DEVICES=0%C2%9B" in outputs[0]
+
+
+@pytest.mark.parametrize("change", [{"method": 5}, {"evidence": None}, {"devices": "x"}, {"devices": [1]},
+                                    {"nvml": True}])
+def test_known_gpu_use_keys_must_have_their_types(change):
+    payload = serialize_payload(make_receipt(tests=[MATMUL], gpu_use=[{**use(MATMUL, True), **change}]))
+    with pytest.raises(ReceiptFormatError, match="bad"):
+        parse_payload(payload)
+
+
+@pytest.mark.parametrize("change", [{"notes": 5}, {"notes": [None]}, {"cuda_visible_devices": 0},
+                                    {"confidential_computing": "on"}])
+def test_known_gpu_facts_keys_must_have_their_types(change):
+    with pytest.raises(ReceiptFormatError, match="bad"):
+        parse_payload(serialize_payload(make_receipt(gpu_facts={**FACTS, **change})))
+
+
+def test_newer_keys_in_gpu_use_and_gpu_facts_are_kept():
+    receipt = make_receipt(tests=[MATMUL], gpu_use=[{**use(MATMUL, True), "kernels": 12}],
+                           gpu_facts={**FACTS, "fabric": {"state": "ok"}})
+    parsed = parse_payload(serialize_payload(receipt))
+    assert parsed.gpu_use[0]["kernels"] == 12 and parsed.gpu_facts["fabric"] == {"state": "ok"}
+
+
+def test_require_gpu_use_needs_a_visible_gpu_in_the_receipt(project):
+    project.attach(tests=[MATMUL], gpu_use=[use(MATMUL, True)], gpus=[])
+    verdict = project.verify(policy=GPU_USE_POLICY)
+    assert codes(verdict) == ["gpu-not-used"] and "lists no GPU visible" in verdict.reasons[0].message

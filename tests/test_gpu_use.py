@@ -115,7 +115,7 @@ def test_any_use_wins_and_the_first_probe_that_saw_it_names_method_and_devices()
 
 
 def test_devices_come_from_the_first_probe_that_knows_them():
-    seen_without_devices = Finding(True, METHOD_TORCH, "torch initialised CUDA during the test")
+    seen_without_devices = Finding(True, METHOD_TORCH, "1 torch allocation on cuda:0", holds_cuda=True)
     assert combine(TEST, [seen_without_devices, SEEN_BY_DRIVER]).devices == [PCI_1]
 
 
@@ -167,9 +167,26 @@ def test_torch_allocations_on_two_devices(torch):
     assert use.devices == [PCI_0, "00000001:AF:02.0"]
 
 
-def test_torch_initialising_cuda_during_the_test_is_use(torch):
-    use = watch(torch.cuda.init)
-    assert (use.used, use.method, use.evidence) == (True, METHOD_TORCH, "torch initialised CUDA during the test")
+def test_torch_initialising_cuda_without_allocating_is_not_use(torch):
+    torch_only = GpuUseMonitor([TorchProbe(DriverHandle(lambda: None))], corroborate=lambda d: "unavailable")
+    use = watch(torch.cuda.init, torch_only)  # as get_device_properties() before a CPU fallback does
+    assert (use.used, use.method) == (None, None)
+    assert "torch initialised CUDA during the test but allocated nothing on the GPU" in use.evidence
+
+
+HELD_BUT_IDLE = Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test", holds_cuda=True)
+TORCH_WITHOUT_CUDA = Finding(False, METHOD_TORCH, "torch never initialised CUDA")
+
+
+def test_a_new_context_is_not_use_while_torch_held_cuda_and_allocated_nothing():
+    use = combine(TEST, [HELD_BUT_IDLE, SEEN_BY_DRIVER])
+    assert (use.used, use.method) == (None, None)
+    assert use.evidence == f"{HELD_BUT_IDLE.evidence}; {SEEN_BY_DRIVER.evidence}"
+
+
+def test_a_new_context_is_use_when_no_framework_held_cuda():
+    use = combine(TEST, [TORCH_WITHOUT_CUDA, SEEN_BY_DRIVER])  # Numba or a raw extension, say
+    assert (use.used, use.method, use.devices) == (True, METHOD_CONTEXT, [PCI_1])
 
 
 def test_torch_imported_during_the_test_is_still_seen(fakes_path):
@@ -548,3 +565,84 @@ def test_require_gpu_use_catches_the_cpu_fallback_of_a_recorded_run(torch_projec
     assert ("1 passing test(s) show no GPU use: tests/test_kernels.py::test_cpu_fallback "
             "(not used: ") in refused.stdout
     assert "test_on_gpu" not in refused.stdout
+
+
+WARMUP_TESTS = """
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_up():
+    torch.cuda._fake_allocate(0, 5)  # shared set-up work belongs to no test
+
+
+@pytest.mark.gpu_proof
+def test_cpu_fallback_first():
+    assert "cpu" == "cpu"
+
+
+@pytest.mark.gpu_proof
+def test_on_gpu():
+    torch.cuda._fake_allocate(0, 1)
+"""
+
+RERUN_TESTS = """
+import pytest
+import torch
+from _pytest.runner import runtestprotocol
+
+ATTEMPTS = []
+
+
+def pytest_runtest_protocol(item, nextitem):
+    # what pytest-rerunfailures does: run the protocol again on the same item
+    for attempt in range(2):
+        ATTEMPTS.append(attempt)
+        reports = runtestprotocol(item, nextitem=nextitem, log=attempt == 1)
+        if all(r.passed or r.skipped for r in reports):
+            break
+    return True
+"""
+
+FLAKY_TEST = """
+import pytest
+import torch
+
+from conftest import ATTEMPTS
+
+
+@pytest.mark.gpu_proof
+def test_flaky(request):
+    request.node.user_properties.append(("gpu_proof_gpu_use", {"test": request.node.nodeid, "used": True}))
+    if len(ATTEMPTS) == 1:
+        torch.cuda._fake_allocate(0, 1)
+        raise RuntimeError("first attempt fails on the GPU")
+    # the second attempt quietly runs on the CPU
+"""
+
+
+def test_fixture_work_shared_by_tests_counts_for_none_of_them(torch_project):
+    write_files(torch_project, {"tests/test_kernels.py": WARMUP_TESTS})
+    commit_all(torch_project, "warm-up fixture")
+    run = run_session(torch_project)
+    assert run.returncode == 0, run.stdout + run.stderr
+    uses = gpu_uses(torch_project)
+    first = uses["tests/test_kernels.py::test_cpu_fallback_first"]
+    assert first["used"] is False
+    assert first["evidence"].startswith("no torch CUDA allocation during the test")
+    assert uses["tests/test_kernels.py::test_on_gpu"]["evidence"] == "1 torch allocation on cuda:0"
+
+
+def test_a_rerun_replaces_the_record_and_test_code_cannot_add_its_own(torch_project):
+    write_files(torch_project, {"tests/conftest.py": RERUN_TESTS, "tests/test_kernels.py": FLAKY_TEST})
+    commit_all(torch_project, "flaky test, rerun")
+    run = run_session(torch_project, "-p", "no:cacheprovider", env={"PYTHONPATH": os.pathsep.join(
+        [str(FAKES), str(torch_project / "tests")])})
+    assert run.returncode == 0, run.stdout + run.stderr
+    repo = pygit2.Repository(str(torch_project))
+    [entry] = NotesStore(repo).entries(str(repo.head.target))
+    [use] = entry.signed.receipt.gpu_use
+    assert (use["used"], use["method"]) == (False, METHOD_TORCH)
+    assert [t.outcome for t in entry.signed.receipt.tests] == ["passed"]
+    assert "GPU use: 0 used, 1 not used (tests/test_kernels.py::test_flaky), 0 unknown" in run.stdout

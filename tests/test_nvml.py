@@ -265,3 +265,13 @@ def test_child_process_imports_the_fake(tmp_path):
                             env=nvml_fake.child_env(state), check=True)
     assert result.stdout.strip() == "NVIDIA H100 80GB HBM3"
     assert (tmp_path / "calls").read_text().splitlines()[0] == "nvmlInit"
+
+
+def test_bindings_answering_in_unexpected_shapes_never_raise(fake, monkeypatch):
+    fake(machine(device(processes=[1])))
+    import pynvml
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: "two")
+    answer = nvml.facts(include_uuid=True)
+    assert isinstance(answer, nvml.NvmlUnavailable) and "unexpected answer from NVML" in answer.reason
+    assert nvml.process_devices({1}) is None

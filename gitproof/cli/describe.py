@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from gitproof.cli.common import short, styled
-from gitproof.receipt import Receipt, TestResult, escape
+from gitproof.receipt import Receipt, TestResult, printable
 from gitproof.verification import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
 
 def gpu_text(receipt: Receipt) -> str:
     if not receipt.gpus:
         return "no GPU"
-    names = [escape(str(g.get("name", "?"))) for g in receipt.gpus]
+    names = [printable(str(g.get("name", "?"))) for g in receipt.gpus]
     if len(set(names)) == 1:
         return names[0] if len(names) == 1 else f"{len(names)}x {names[0]}"
     return ", ".join(names)
@@ -20,14 +20,14 @@ def facts_text(receipt: Receipt) -> str:
     facts = receipt.gpu_facts
     if not facts:
         return ""
-    source = escape(str(facts.get("source", "?")))
+    source = printable(str(facts.get("source", "?")))
     parts = ["no source of GPU facts answered" if source == "none" else f"facts from {source}"]
     cc = facts.get("confidential_computing")
     if isinstance(cc, dict) and "feature" in cc:
-        parts.append(f"confidential computing {escape(str(cc['feature']))}")
+        parts.append(f"confidential computing {printable(str(cc['feature']))}")
     visible = facts.get("cuda_visible_devices")
     if isinstance(visible, str):
-        parts.append(f"CUDA_VISIBLE_DEVICES={escape(visible)!s}")
+        parts.append(f"CUDA_VISIBLE_DEVICES={printable(visible)!s}")
     return " (" + "; ".join(parts) + ")"
 
 
@@ -56,12 +56,12 @@ ATTESTATION_KEY = "attestation"
 def _test_line(receipt: Receipt, test: TestResult) -> str:
     label = use_label(receipt, test.nodeid)
     column = f"{label:6} " if label else ""
-    return f"    {test.outcome:8} {test.duration:8.3f}s  {column}{escape(test.nodeid)}"
+    return f"    {test.outcome:8} {test.duration:8.3f}s  {column}{printable(test.nodeid)}"
 
 
 def receipt_brief(receipt: Receipt) -> str:
     when = receipt.started.strftime("%Y-%m-%d %H:%M UTC")
-    return f"{escape(receipt.signer)} on {gpu_text(receipt)}, {when}, {receipt.mode}"
+    return f"{printable(receipt.signer)} on {gpu_text(receipt)}, {when}, {receipt.mode}"
 
 
 def _shard_summary(verdict: CommitVerdict) -> str:
@@ -100,17 +100,17 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
     counts = ", ".join(f"{n} {k}" for k, n in r.counts.items() if n) or "no tests"
     lines += [
         f"  verdict   {r.verdict} ({counts})",
-        f"  signer    {escape(r.signer)} {r.key_fingerprint}",
+        f"  signer    {printable(r.signer)} {r.key_fingerprint}",
         f"  time      {r.started.isoformat()} .. {r.finished.isoformat()}",
         f"  mode      {r.mode}" + (f" (shard {r.shard})" if r.shard else ""),
         f"  gpu       {gpu_text(r)}{facts_text(r)}",
         *([f"  gpu use   {use_summary(r)}"] if r.gpu_use else []),
         *(["  attestation  present, NOT checked: this version verifies no hardware attestation"]
           if any(key == ATTESTATION_KEY for key, _ in r.extra) else []),
-        f"  commit    {r.commit} ({escape(r.branch) if r.branch else 'detached HEAD'})",
+        f"  commit    {r.commit} ({printable(r.branch) if r.branch else 'detached HEAD'})",
         *[f"  tree      {tree or 'absent'} {path}" for path, tree in r.trees.items()],
         f"  dirty outside fingerprint paths: {'yes' if r.dirty_outside else 'no'}",
-        *(["  ci        " + ", ".join(f"{escape(str(k))}={escape(str(v))}" for k, v in r.ci.items())]
+        *(["  ci        " + ", ".join(f"{printable(str(k))}={printable(str(v))}" for k, v in r.ci.items())]
           if r.ci else []),
         *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",

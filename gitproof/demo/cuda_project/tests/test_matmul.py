@@ -1,6 +1,5 @@
-"""The demo's GPU tests, in this order on purpose: the first one initialises CUDA, so the
-per-test GPU-use evidence can tell that the second, which runs wherever pick_device()
-says, allocated nothing on the GPU."""
+"""The demo's GPU tests. The second runs wherever the project's pick_device() says; the
+receipt's per-test GPU-use evidence shows whether its body allocated anything on the GPU."""
 import pytest
 import torch
 
