@@ -81,8 +81,11 @@ class GpuUse:
         devices = data.get("devices", [])
         if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
             raise ValueError(f"gpu-use 'devices' must be a list of PCI bus ids, got {devices!r}")
+        evidence = data.get("evidence", "")
+        if not isinstance(evidence, str):
+            raise ValueError(f"gpu-use 'evidence' must be a string, got {evidence!r}")
         return cls(test=test, used=used, method=_optional_str(data, "method"),
-                   evidence=_optional_str(data, "evidence") or "", devices=list(devices),
+                   evidence=evidence, devices=list(devices),
                    nvml=_optional_str(data, "nvml"))
 
 
@@ -97,40 +100,47 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
 class Finding:
     """What one probe concluded about one test.
 
-    ``holds_cuda``: the framework had CUDA initialised while the test ran, so
-    a CUDA context that appeared may be the framework's own doing (torch
-    makes one for ``set_device`` or ``get_device_properties``) rather than
-    evidence of work.
+    ``framework``: it comes from a framework's probe (torch, CuPy), whose
+    counters see work itself; the driver probe only sees contexts, which a
+    framework also makes when a test merely asks about the GPU.
     """
 
     used: bool | None
     method: str | None
     evidence: str
     devices: tuple[str, ...] = ()
-    holds_cuda: bool = False
+    framework: bool = False
+
+    @property
+    def from_framework(self) -> bool:
+        return self.framework or self.method in FRAMEWORK_METHODS
 
 
 def combine(test: str, findings: Sequence[Finding]) -> GpuUse:
-    """One record from every probe's finding; false positives are the danger.
+    """One record from every probe's finding; a false "used" is the danger.
 
-    A framework's allocation counter seeing use decides ``used``. A CUDA
-    context appearing (the driver probe) decides it only when no framework
-    that held CUDA saw nothing: then the context proves nothing and the test
-    is unknown. Otherwise any probe that would have seen use and saw none
-    decides ``not used``; else unknown. Evidence of every probe is kept
-    unless use was seen, so a "not used" or "unknown" says why.
+    - An allocation counted by a framework decides ``used``, unless the driver
+      says CUDA was never loaded or started in this process (then the counter
+      cannot be right: a test that mocks torch, say) and the test is unknown.
+    - A CUDA context appearing decides ``used`` only when no framework probe
+      applied: with torch or CuPy in the process, asking about the GPU makes
+      contexts too, so a context their counters did not confirm is unknown.
+    - Otherwise a probe that would have seen use and saw none decides ``not
+      used``; otherwise unknown. Evidence of every probe is kept unless use
+      was seen, so a "not used" or "unknown" says why.
     """
-    counted = [f for f in findings if f.used and f.method in FRAMEWORK_METHODS]
-    contexts = [f for f in findings if f.used and f.method not in FRAMEWORK_METHODS]
-    framework_saw_nothing = any(f.holds_cuda and not f.used for f in findings)
-    if not counted and contexts and not framework_saw_nothing:
-        counted = contexts
-    if counted:
-        devices = next((f.devices for f in counted + contexts if f.devices), ())
-        return GpuUse(test, True, counted[0].method, counted[0].evidence, list(devices))
+    counted = [f for f in findings if f.used and f.from_framework]
+    contexts = [f for f in findings if f.used and not f.from_framework]
+    no_cuda = any(f.method in (METHOD_NOT_LOADED, METHOD_NOT_INITIALIZED) for f in findings)
+    framework_applied = any(f.from_framework for f in findings)
+    decisive = counted if counted and not no_cuda else (
+        contexts if contexts and not framework_applied else [])
+    if decisive:
+        devices = next((f.devices for f in decisive + contexts if f.devices), ())
+        return GpuUse(test, True, decisive[0].method, decisive[0].evidence, list(devices))
     evidence = "; ".join(f.evidence for f in findings) or "no probe applied"
     unused = [f for f in findings if f.used is False]
-    if unused and not contexts:
+    if unused and not (counted or contexts):
         return GpuUse(test, False, unused[0].method, evidence)
     return GpuUse(test, None, None, evidence)
 
@@ -188,6 +198,7 @@ def _allocations_text(counts: Mapping[int, int], what: str) -> str:
 
 class Probe(Protocol):
     name: str
+    framework: bool  # a framework's allocation counter (True), or the driver's contexts
 
     def begin(self) -> Any:
         """State at the start of a test (cheap; must not import or initialise anything)."""
@@ -212,6 +223,7 @@ class TorchProbe:
     """
 
     name = "torch"
+    framework = True
 
     def __init__(self, driver: DriverHandle) -> None:
         self.driver = driver
@@ -239,21 +251,27 @@ class TorchProbe:
             return Finding(False, METHOD_TORCH, "torch never initialised CUDA")
         counts = self._counts(cuda)
         if any(n is None for n in counts.values()):
-            return Finding(None, None, f"torch.cuda.memory_stats has no {TORCH_COUNTER} counter",
-                           holds_cuda=True)
+            return Finding(None, None, f"torch.cuda.memory_stats has no {TORCH_COUNTER} counter")
         grown = {i: n - (state.counts.get(i) or 0) for i, n in counts.items()
                  if n > (state.counts.get(i) or 0)}
         if grown:
             devices = tuple(p for i in sorted(grown) if (p := self._pci(cuda, i)))
-            return Finding(True, METHOD_TORCH, _allocations_text(grown, "torch"), devices, True)
+            return Finding(True, METHOD_TORCH, _allocations_text(grown, "torch"), devices)
         if not state.initialized:  # e.g. get_device_properties() before a CPU fallback
             return Finding(None, None, "torch initialised CUDA during the test but allocated "
-                                       "nothing on the GPU", holds_cuda=True)
-        return Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test", holds_cuda=True)
+                                       "nothing on the GPU")
+        return Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test")
 
     def _pci(self, cuda: Any, index: int) -> str | None:
-        """PCI bus id of torch's ``cuda:index``: from its properties, else through its UUID."""
-        props = cuda.get_device_properties(index)  # safe: CUDA is initialised by now
+        """PCI bus id of torch's ``cuda:index``: from its properties, else through its UUID.
+
+        Only when the driver confirms CUDA runs in this process: a mocked
+        ``is_initialized`` must never lead us to start CUDA ourselves.
+        """
+        driver = self.driver.get()
+        if driver is None or not driver.initialized():
+            return None
+        props = cuda.get_device_properties(index)
         if all(hasattr(props, key) for key in _TORCH_PCI_KEYS):
             domain, bus, device = (int(getattr(props, key)) for key in _TORCH_PCI_KEYS)
             return canonical_bus_id(f"{domain:x}:{bus:x}:{device:x}.0")
@@ -285,6 +303,7 @@ class CupyProbe:
     """
 
     name = "cupy"
+    framework = True
 
     def __init__(self, driver: DriverHandle) -> None:
         self.driver = driver
@@ -331,6 +350,7 @@ class DriverProbe:
     """
 
     name = "cuda-driver"
+    framework = False
 
     def __init__(self, driver: DriverHandle) -> None:
         self.driver = driver
@@ -453,11 +473,15 @@ class GpuUseMonitor:
     @staticmethod
     def _end(probe: Probe, state: Any) -> Finding | None:
         if isinstance(state, _Failed):
-            return Finding(None, None, f"{probe.name} probe failed at the start: {state.error}")
+            return Finding(None, None, f"{probe.name} probe failed at the start: {state.error}",
+                           framework=getattr(probe, "framework", False))
         try:
-            return probe.end(state)
+            finding = probe.end(state)
         except Exception as exc:
-            return Finding(None, None, f"{probe.name} probe failed: {_short(exc)}")
+            finding = Finding(None, None, f"{probe.name} probe failed: {_short(exc)}")
+        if finding is not None and getattr(probe, "framework", False):
+            finding = replace(finding, framework=True)
+        return finding
 
     def _nvml(self, devices: Sequence[str]) -> str:
         try:

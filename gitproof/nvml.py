@@ -158,9 +158,9 @@ def _cuda_version(value: Any) -> str | None:
 def _capability(value: Any) -> str | None:
     try:
         major, minor = value
+        return f"{int(major)}.{int(minor)}"
     except (TypeError, ValueError):
         return None
-    return f"{int(major)}.{int(minor)}"
 
 
 def _memory_mib(info: Any) -> int:

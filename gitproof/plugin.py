@@ -215,8 +215,8 @@ class Recorder:
     def _records(self, property_key: str) -> list[Any]:
         """The records under ``property_key``, in test order, from each test's last report.
 
-        Every report carries all records made so far (user_properties only
-        grows), so the last one has them all, and nothing is counted twice.
+        Every report carries all records made so far, so the last one has
+        them all, and nothing is counted twice.
         """
         records = []
         for phases in self.reports.values():
@@ -232,8 +232,12 @@ class Recorder:
     def gpu_uses(self) -> list[dict[str, Any]]:
         """The GPU-use records (``GpuUse.to_dict()``), one per test that ran, in test order:
         the last record of each test (the watcher leaves exactly one)."""
-        last = {record.get("test"): record for record in self._records(GPU_USE_PROPERTY)}
-        return list(last.values())
+        records = []
+        for phases in self.reports.values():
+            teardown = phases.get("teardown")  # the watcher's record is final only there
+            if teardown is not None:
+                records += [value for key, value in teardown.user_properties if key == GPU_USE_PROPERTY][-1:]
+        return records
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

@@ -30,7 +30,13 @@ UNCHANGED = "unchanged"
 UNVALIDATED = "unvalidated"
 _HISTORY_LIMIT = 500
 CLOCK_SKEW = timedelta(minutes=5)
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# What must not reach a terminal from a signer's message (it quotes receipt text):
+# C0 and C1 controls, DEL, and bidirectional overrides.
+_CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _percent_bytes(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode("utf-8"))
 
 
 class TrustError(Exception):
@@ -109,9 +115,9 @@ class Trust:
                                        "accepted only with --allow-unsigned")
         decision = self.source.decide(signed.payload, signed.signature, receipt.signer, self.now)
         if not decision.allowed:  # the reason may quote the receipt's (unauthenticated) principal
-            return Failure(decision.code, _CONTROL_CHARS.sub(lambda m: f"%{ord(m.group()):02X}", decision.reason))
+            return Failure(decision.code, _CONTROL_CHARS.sub(_percent_bytes, decision.reason))
         if decision.fingerprint and decision.fingerprint != receipt.key_fingerprint:
-            return Failure("bad-signature", f"receipt names key {receipt.key_fingerprint} "
+            return Failure("bad-signature", f"receipt names key {printable(receipt.key_fingerprint)} "
                                             f"but was signed by {decision.fingerprint}")
         return None
 
@@ -366,7 +372,7 @@ class SignerNarrowed:
         if self.signers and not match_pattern_list(receipt.signer, ",".join(self.signers)):
             return Failure("signer-not-allowed", f"signer {printable(receipt.signer)!r} is not in the policy's signers")
         if self.key_fingerprints and receipt.key_fingerprint not in self.key_fingerprints:
-            return Failure("signer-not-allowed", f"key {receipt.key_fingerprint} is not in the policy's "
+            return Failure("signer-not-allowed", f"key {printable(receipt.key_fingerprint)} is not in the policy's "
                                                  "key_fingerprints")
         return None
 

@@ -261,8 +261,11 @@ def test_c1_controls_and_bidi_overrides_never_reach_the_terminal(cli_project):
     sneaky = "ran on \u009b31mGPU\u202e"
     cli_project.attach(tests=[MATMUL], gpu_use=[use(MATMUL, False, evidence=sneaky)],
                        gpu_facts=dict(FACTS, cuda_visible_devices="0\u009b"))
-    outputs = [gp(cli_project.root, "show").stdout,
-               gp(cli_project.root, "verify", "--require-gpu-use").stdout]
+    shown = gp(cli_project.root, "show").stdout
+    cli_project.attach(tests=[MATMUL], shard="s\u009b1", key_fingerprint="SHA256:x\u202e")
+    shown += gp(cli_project.root, "show").stdout
+    assert "(shard s%C2%9B1)" in shown and "SHA256:x%E2%80%AE" in shown
+    outputs = [shown, gp(cli_project.root, "verify", "--require-gpu-use").stdout]
     for output in outputs:
         assert "\u009b" not in output and "\u202e" not in output
     assert "ran on %C2%9B31mGPU%E2%80%AE" in outputs[1]

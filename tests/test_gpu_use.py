@@ -54,7 +54,8 @@ def fakes_path(monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def torch(fakes_path):
+def torch(fakes_path, libcuda_path):
+    """The fake torch; initialising its CUDA loads and starts the fake driver, as torch does."""
     import torch
 
     torch.cuda._fake_configure()
@@ -109,13 +110,19 @@ NOT_SEEN = Finding(False, METHOD_NOT_LOADED, "libcuda was never loaded by the te
 UNDECIDED = Finding(None, None, "a CUDA context existed before the test")
 
 
-def test_any_use_wins_and_the_first_probe_that_saw_it_names_method_and_devices():
-    use = combine(TEST, [NOT_SEEN, SEEN, SEEN_BY_DRIVER])
+def test_a_counted_allocation_wins_and_names_method_and_devices():
+    use = combine(TEST, [UNDECIDED, SEEN, SEEN_BY_DRIVER])
     assert (use.used, use.method, use.evidence, use.devices) == (True, METHOD_TORCH, SEEN.evidence, [PCI_0])
 
 
+def test_a_count_without_any_cuda_in_the_process_is_unknown():
+    use = combine(TEST, [SEEN, NOT_SEEN])  # a mocked torch: it counts, but CUDA never ran
+    assert (use.used, use.method) == (None, None)
+    assert use.evidence == f"{SEEN.evidence}; {NOT_SEEN.evidence}"
+
+
 def test_devices_come_from_the_first_probe_that_knows_them():
-    seen_without_devices = Finding(True, METHOD_TORCH, "1 torch allocation on cuda:0", holds_cuda=True)
+    seen_without_devices = Finding(True, METHOD_TORCH, "1 torch allocation on cuda:0")
     assert combine(TEST, [seen_without_devices, SEEN_BY_DRIVER]).devices == [PCI_1]
 
 
@@ -174,7 +181,7 @@ def test_torch_initialising_cuda_without_allocating_is_not_use(torch):
     assert "torch initialised CUDA during the test but allocated nothing on the GPU" in use.evidence
 
 
-HELD_BUT_IDLE = Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test", holds_cuda=True)
+HELD_BUT_IDLE = Finding(False, METHOD_TORCH, "no torch CUDA allocation during the test")
 TORCH_WITHOUT_CUDA = Finding(False, METHOD_TORCH, "torch never initialised CUDA")
 
 
@@ -184,12 +191,17 @@ def test_a_new_context_is_not_use_while_torch_held_cuda_and_allocated_nothing():
     assert use.evidence == f"{HELD_BUT_IDLE.evidence}; {SEEN_BY_DRIVER.evidence}"
 
 
-def test_a_new_context_is_use_when_no_framework_held_cuda():
-    use = combine(TEST, [TORCH_WITHOUT_CUDA, SEEN_BY_DRIVER])  # Numba or a raw extension, say
+def test_a_new_context_is_use_only_when_no_framework_is_in_the_process():
+    use = combine(TEST, [SEEN_BY_DRIVER])  # Numba or a raw extension, say
     assert (use.used, use.method, use.devices) == (True, METHOD_CONTEXT, [PCI_1])
+    assert combine(TEST, [TORCH_WITHOUT_CUDA, SEEN_BY_DRIVER]).used is None
+    cupy_idle = Finding(False, METHOD_CUPY, "no CuPy memory-pool allocation during the test")
+    assert combine(TEST, [cupy_idle, SEEN_BY_DRIVER]).used is None
+    imported_late = Finding(None, None, "CuPy was imported during the test", framework=True)
+    assert combine(TEST, [imported_late, SEEN_BY_DRIVER]).used is None
 
 
-def test_torch_imported_during_the_test_is_still_seen(fakes_path):
+def test_torch_imported_during_the_test_is_still_seen(fakes_path, libcuda_path):
     def body():
         import torch
         torch.cuda._fake_configure()
@@ -200,9 +212,10 @@ def test_torch_imported_during_the_test_is_still_seen(fakes_path):
 def test_torch_without_the_allocation_counter_decides_nothing(torch):
     torch.cuda._fake_configure(counter=False)
     use = watch(lambda: torch.cuda._fake_allocate(0, 1))
-    # torch cannot decide; the driver (not loaded here) still says no
-    assert (use.used, use.method) == (False, METHOD_NOT_LOADED)
+    # torch cannot count; the context its allocation made is not enough with torch in the process
+    assert (use.used, use.method) == (None, None)
     assert "torch.cuda.memory_stats has no allocation.all.allocated counter" in use.evidence
+    assert "a CUDA primary context became active on cuda:0" in use.evidence
 
 
 def test_torch_device_without_pci_ids_is_found_through_its_uuid(torch, libcuda):
@@ -214,7 +227,8 @@ def test_torch_device_without_pci_ids_is_found_through_its_uuid(torch, libcuda):
 
 def test_torch_device_without_pci_ids_or_driver_has_no_device(torch):
     torch.cuda._fake_configure([{"uuid": "00102030-4050-6070-8090-a0b0c0d0e0f0"}])
-    use = watch(lambda: torch.cuda._fake_allocate(0, 1))
+    torch_only = GpuUseMonitor([TorchProbe(DriverHandle(lambda: None))], corroborate=lambda d: "unavailable")
+    use = watch(lambda: torch.cuda._fake_allocate(0, 1), torch_only)
     assert (use.used, use.devices) == (True, [])
 
 
@@ -495,7 +509,10 @@ def gpu_uses(root: Path) -> dict[str, dict]:
 
 
 @pytest.fixture
-def torch_project(cli_project: Path) -> Path:
+def torch_project(cli_project: Path, built_libcuda: Path, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project of fake-torch tests; the sessions' torch drives the fake driver, as torch does."""
+    monkeypatch.setenv(ENV_LIBRARY, str(fresh_copy(built_libcuda, tmp_path)))
     write_files(cli_project, {"tests/test_kernels.py": TORCH_TESTS})
     commit_all(cli_project, "torch tests")
     return cli_project
@@ -507,7 +524,10 @@ def assert_torch_records(uses: dict[str, dict]) -> None:
     assert on_gpu["evidence"] == "3 torch allocations on cuda:0"
     fallback = uses["tests/test_kernels.py::test_cpu_fallback"]
     assert (fallback["used"], fallback["method"], fallback["nvml"]) == (False, METHOD_TORCH, None)
-    assert "libcuda was never loaded by the test process" in fallback["evidence"]
+    # which depends on whether the GPU test ran first in this process
+    assert fallback["evidence"].startswith(("no torch CUDA allocation during the test; a CUDA context "
+                                            "existed before the test",
+                                            "torch never initialised CUDA; libcuda was never loaded"))
 
 
 def test_session_records_gpu_use_per_test(torch_project):

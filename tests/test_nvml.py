@@ -275,3 +275,13 @@ def test_bindings_answering_in_unexpected_shapes_never_raise(fake, monkeypatch):
     answer = nvml.facts(include_uuid=True)
     assert isinstance(answer, nvml.NvmlUnavailable) and "unexpected answer from NVML" in answer.reason
     assert nvml.process_devices({1}) is None
+
+
+def test_an_odd_compute_capability_loses_that_field_only(fake, monkeypatch):
+    fake(machine(device()))
+    import pynvml
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCudaComputeCapability", lambda handle: ("9", "x"))
+    answer = nvml.facts(include_uuid=True)
+    assert not isinstance(answer, nvml.NvmlUnavailable)
+    assert answer.devices[0].compute_capability is None and answer.devices[0].name == "NVIDIA H100 80GB HBM3"

@@ -315,3 +315,20 @@ def test_tests_are_watched_only_when_recording(pytester, project, args):
     result = pytester.runpytest(*args)
     result.assert_outcomes(passed=1)
     assert ("GPU use:" in result.stdout.str()) == bool(args)
+
+
+def test_gpu_use_records_count_only_from_teardown_reports():
+    from types import SimpleNamespace
+
+    from gitproof.plugin import GPU_USE_PROPERTY, Recorder
+
+    def report(*records):
+        return SimpleNamespace(user_properties=[(GPU_USE_PROPERTY, r) for r in records])
+
+    forged = {"test": "t::crashed", "used": True}
+    recorder = Recorder(config=None)
+    recorder.reports = {
+        "t::ok": {"call": report(forged), "teardown": report({"test": "t::ok", "used": False})},
+        "t::crashed": {"setup": report(), "call": report(forged)},  # worker died in teardown
+    }
+    assert recorder.gpu_uses() == [{"test": "t::ok", "used": False}]

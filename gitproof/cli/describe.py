@@ -100,15 +100,15 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
     counts = ", ".join(f"{n} {k}" for k, n in r.counts.items() if n) or "no tests"
     lines += [
         f"  verdict   {r.verdict} ({counts})",
-        f"  signer    {printable(r.signer)} {r.key_fingerprint}",
+        f"  signer    {printable(r.signer)} {printable(r.key_fingerprint)}",
         f"  time      {r.started.isoformat()} .. {r.finished.isoformat()}",
-        f"  mode      {r.mode}" + (f" (shard {r.shard})" if r.shard else ""),
+        f"  mode      {r.mode}" + (f" (shard {printable(r.shard)})" if r.shard else ""),
         f"  gpu       {gpu_text(r)}{facts_text(r)}",
         *([f"  gpu use   {use_summary(r)}"] if r.gpu_use else []),
         *(["  attestation  present, NOT checked: this version verifies no hardware attestation"]
           if any(key == ATTESTATION_KEY for key, _ in r.extra) else []),
         f"  commit    {r.commit} ({printable(r.branch) if r.branch else 'detached HEAD'})",
-        *[f"  tree      {tree or 'absent'} {path}" for path, tree in r.trees.items()],
+        *[f"  tree      {tree or 'absent'} {printable(path)}" for path, tree in r.trees.items()],
         f"  dirty outside fingerprint paths: {'yes' if r.dirty_outside else 'no'}",
         *(["  ci        " + ", ".join(f"{printable(str(k))}={printable(str(v))}" for k, v in r.ci.items())]
           if r.ci else []),

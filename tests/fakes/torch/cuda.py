@@ -2,10 +2,16 @@
 
 Like the real module: nothing is initialised until the first allocation (or
 ``init()``); ``memory_stats`` answers ``{}`` before that and counts
-allocation requests in ``allocation.all.allocated`` after.
+allocation requests in ``allocation.all.allocated`` after. Initialising
+loads the CUDA driver and calls ``cuInit``, and the first allocation on a
+device makes its primary context, as real torch does: the driver is the
+fake libcuda named by ``$GITPROOF_LIBCUDA`` (without it, there is no driver
+at all, as with a mocked torch).
 """
 from __future__ import annotations
 
+import ctypes
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +57,16 @@ def is_initialized() -> bool:
 
 def init() -> None:
     global _initialized
+    if not _initialized:
+        driver = _driver()
+        if driver is not None:
+            assert driver.cuInit(0) == 0
     _initialized = True
+
+
+def _driver() -> ctypes.CDLL | None:
+    path = os.environ.get("GITPROOF_LIBCUDA")
+    return ctypes.CDLL(path, mode=os.RTLD_GLOBAL) if path and os.path.exists(path) else None
 
 
 def device_count() -> int:
@@ -91,4 +106,8 @@ def _fake_allocate(device: int = 0, n: int = 1) -> None:
     """``n`` allocation requests on ``cuda:device``, as tensor creation makes."""
     init()
     index = _check(device)
+    driver = _driver()
+    if driver is not None and index not in _allocations:
+        context = ctypes.c_void_p()
+        assert driver.cuDevicePrimaryCtxRetain(ctypes.byref(context), index) == 0
     _allocations[index] = _allocations.get(index, 0) + n
