@@ -38,7 +38,6 @@ QUERY_FIELDS = ("index", "name", "uuid", "driver_version", "memory.total", "comp
 OPTIONAL_FIELDS = ("compute_cap", "pci.bus_id", "mig.mode.current")
 TIMEOUT_S = 10.0
 MIB = 1024 * 1024
-_REQUIRED_KEYS = ("name", "driver", "memory_mib")
 _MISSING_VALUES = {"", "[N/A]", "N/A", "[Not Supported]", "[Unknown Error]"}
 _ORDINAL = re.compile(r"[0-9]+")
 # Anything in CUDA_VISIBLE_DEVICES that could be a device's UUID, wherever it stands.
@@ -83,26 +82,6 @@ class GpuDevice:
         )
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GpuDevice:
-        """Build from a receipt; unknown keys are ignored so newer receipts still load,
-        and keys added later are optional so older receipts do too."""
-        missing = [key for key in _REQUIRED_KEYS if key not in data]
-        if missing:
-            raise ValueError(f"GPU device is missing required field(s): {', '.join(missing)}")
-        return cls(
-            index=_typed(data, "index", int, default=0),
-            name=_typed(data, "name", str),
-            uuid=_typed(data, "uuid", str, optional=True),
-            driver=_typed(data, "driver", str),
-            memory_mib=_typed(data, "memory_mib", int),
-            compute_capability=_typed(data, "compute_capability", str, optional=True),
-            pci_bus_id=_typed(data, "pci_bus_id", str, optional=True),
-            cuda_driver=_typed(data, "cuda_driver", str, optional=True),
-            mig=_typed(data, "mig", str, optional=True),
-            visible=_typed(data, "visible", bool, optional=True),
-        )
-
 
 @dataclass(frozen=True)
 class GpuFacts:
@@ -125,39 +104,6 @@ class GpuFacts:
             "confidential_computing": self.confidential_computing,
             "notes": list(self.notes),
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], devices: list[GpuDevice] | None = None) -> GpuFacts:
-        """Build from a ``gpu-facts:`` object (and the ``gpu:`` lines' devices);
-        only ``source`` is required, so a reader survives a sparse writer."""
-        if "source" not in data:
-            raise ValueError("GPU facts are missing required field: source")
-        notes = _typed(data, "notes", list, optional=True, what="GPU facts")
-        state = _typed(data, "confidential_computing", dict, optional=True, what="GPU facts")
-        if notes is not None and not all(isinstance(note, str) for note in notes):
-            raise ValueError(f"GPU facts field 'notes' must hold strings, got {notes!r}")
-        if state is not None and not all(isinstance(v, str) for v in [*state, *state.values()]):
-            raise ValueError(f"GPU facts field 'confidential_computing' must map strings "
-                             f"to strings, got {state!r}")
-        return cls(
-            source=_typed(data, "source", str, what="GPU facts"),
-            devices=list(devices or []),
-            confidential_computing=state,
-            cuda_visible_devices=_typed(data, "cuda_visible_devices", str, optional=True,
-                                        what="GPU facts"),
-            notes=list(notes or []),
-        )
-
-
-def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False,
-           default: Any = None, what: str = "GPU device") -> Any:
-    value = data.get(key, default)
-    if value is None and (optional or key not in data):
-        return value
-    # bool is an int subclass; a boolean index or size is a malformed receipt.
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ValueError(f"{what} field {key!r} must be {kind.__name__}, got {value!r}")
-    return value
 
 
 def canonical_bus_id(text: str | None) -> str | None:

@@ -70,31 +70,6 @@ class GpuUse:
         return {"test": self.test, "used": self.used, "method": self.method,
                 "evidence": self.evidence, "devices": list(self.devices), "nvml": self.nvml}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GpuUse:
-        """Read a record back; wrong types are a ValueError, unknown keys are ignored."""
-        test, used = data.get("test"), data.get("used")
-        if not isinstance(test, str) or not test:
-            raise ValueError(f"gpu-use record needs a test node id, got {test!r}")
-        if used is not None and not isinstance(used, bool):
-            raise ValueError(f"gpu-use 'used' must be true, false or null, got {used!r}")
-        devices = data.get("devices", [])
-        if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
-            raise ValueError(f"gpu-use 'devices' must be a list of PCI bus ids, got {devices!r}")
-        evidence = data.get("evidence", "")
-        if not isinstance(evidence, str):
-            raise ValueError(f"gpu-use 'evidence' must be a string, got {evidence!r}")
-        return cls(test=test, used=used, method=_optional_str(data, "method"),
-                   evidence=evidence, devices=list(devices),
-                   nvml=_optional_str(data, "nvml"))
-
-
-def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"gpu-use {key!r} must be a string, got {value!r}")
-    return value
-
 
 @dataclass(frozen=True)
 class Finding:

@@ -158,7 +158,7 @@ def test_gpu_visible_false_and_cached(tmp_path, monkeypatch):
     assert gpu.gpu_visible() is False  # cached for the process
 
 
-def test_dict_round_trip():
+def test_dict_keys_in_order():
     device = GpuDevice(1, "NVIDIA L4", "GPU-1234", "550.54.15", 23034, "8.9",
                        pci_bus_id="00000000:3B:00.0", cuda_driver="12.4", mig="disabled",
                        visible=False)
@@ -168,38 +168,8 @@ def test_dict_round_trip():
         ("memory_mib", 23034), ("compute_capability", "8.9"), ("mig", "disabled"),
         ("visible", False),
     ]
-    assert GpuDevice.from_dict(device.to_dict()) == device
     anonymous = GpuDevice(0, "NVIDIA L4", None, "550.54.15", 23034, None)
     assert "uuid" not in anonymous.to_dict()
-    assert GpuDevice.from_dict(anonymous.to_dict()) == anonymous
-
-
-def test_from_dict_reads_a_receipt_written_before_the_new_keys():
-    old = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1234", "driver": "550.54.15",
-           "memory_mib": 81559, "compute_capability": "9.0"}
-    device = GpuDevice.from_dict(old)
-    assert (device.pci_bus_id, device.cuda_driver, device.mig, device.visible) == (None,) * 4
-
-
-def test_from_dict_ignores_unknown_keys():
-    data = {"name": "NVIDIA B200", "driver": "570.1", "memory_mib": 183359,
-            "mig_mode": "disabled", "power_limit_w": 1000}
-    assert GpuDevice.from_dict(data) == GpuDevice(0, "NVIDIA B200", None, "570.1", 183359, None)
-
-
-def test_from_dict_names_missing_keys():
-    with pytest.raises(ValueError, match="driver, memory_mib"):
-        GpuDevice.from_dict({"name": "NVIDIA L4"})
-
-
-@pytest.mark.parametrize("key, value", [("memory_mib", "80GB"), ("name", None),
-                                        ("index", True), ("uuid", 5), ("visible", "yes"),
-                                        ("visible", 1), ("mig", True), ("pci_bus_id", 24),
-                                        ("cuda_driver", 12.4)])
-def test_from_dict_rejects_wrong_types(key, value):
-    data = {"index": 0, "name": "NVIDIA L4", "driver": "550", "memory_mib": 1, key: value}
-    with pytest.raises(ValueError, match=key):
-        GpuDevice.from_dict(data)
 
 
 def test_summary_strings():
@@ -504,27 +474,12 @@ def test_gpu_visible_falls_back_to_imported_torch_only(monkeypatch, tmp_path):
 # --- GpuFacts as receipt JSON --------------------------------------------------
 
 
-def test_facts_dict_round_trip():
+def test_facts_dict_keys_in_order():
     devices = [GpuDevice(0, "NVIDIA H100 80GB HBM3", None, "550.54.15", 81559, "9.0")]
     facts = GpuFacts("nvidia-smi", devices, None, "0,1", ["nvml: nvidia-ml-py is not installed"])
     assert list(facts.to_dict()) == ["source", "cuda_visible_devices", "confidential_computing",
                                      "notes"]
-    assert GpuFacts.from_dict(facts.to_dict(), devices) == facts
-    assert GpuFacts.from_dict({"source": "nvml"}) == GpuFacts("nvml", [], None, None, [])
-
-
-@pytest.mark.parametrize("data, message", [
-    ({}, "source"),
-    ({"source": 1}, "source"),
-    ({"source": "nvml", "notes": "one note"}, "notes"),
-    ({"source": "nvml", "notes": [1]}, "notes"),
-    ({"source": "nvml", "cuda_visible_devices": 0}, "cuda_visible_devices"),
-    ({"source": "nvml", "confidential_computing": "on"}, "confidential_computing"),
-    ({"source": "nvml", "confidential_computing": {"feature": True}}, "confidential_computing"),
-])
-def test_facts_from_dict_rejects_wrong_types(data, message):
-    with pytest.raises(ValueError, match=message):
-        GpuFacts.from_dict(data)
+    assert facts.to_dict()["notes"] == ["nvml: nvidia-ml-py is not installed"]
 
 
 @pytest.mark.parametrize("value, redacted", [

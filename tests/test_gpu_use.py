@@ -83,23 +83,11 @@ def nothing() -> None:
 
 # -- the record ------------------------------------------------------------------------------
 
-def test_record_keys_in_order_and_round_trip():
+def test_record_keys_in_order():
     use = GpuUse(TEST, True, METHOD_TORCH, "3 torch allocations on cuda:0", [PCI_0], "listed")
     data = use.to_dict()
     assert list(data) == ["test", "used", "method", "evidence", "devices", "nvml"]
-    assert GpuUse.from_dict(json.loads(json.dumps(data))) == use
-    assert GpuUse.from_dict({**data, "future_key": 1}) == use
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"test": None}, "node id"), ({"test": ""}, "node id"), ({"used": "yes"}, "'used'"),
-    ({"used": 1}, "'used'"), ({"devices": "00000000:18:00.0"}, "devices"),
-    ({"method": 3}, "'method'"), ({"nvml": False}, "'nvml'"),
-])
-def test_record_with_wrong_types_is_refused(change, message):
-    data = {**GpuUse(TEST, False, METHOD_NOT_LOADED, "x").to_dict(), **change}
-    with pytest.raises(ValueError, match=message):
-        GpuUse.from_dict(data)
+    assert json.loads(json.dumps(data)) == data
 
 
 # -- combining findings ------------------------------------------------------------------------

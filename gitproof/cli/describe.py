@@ -27,34 +27,32 @@ def facts_text(receipt: Receipt) -> str:
         parts.append(f"confidential computing {printable(str(cc['feature']))}")
     visible = facts.get("cuda_visible_devices")
     if isinstance(visible, str):
-        parts.append(f"CUDA_VISIBLE_DEVICES={printable(visible)!s}")
+        parts.append(f"CUDA_VISIBLE_DEVICES={printable(visible)}")
     return " (" + "; ".join(parts) + ")"
 
 
 USE_LABELS = {True: "gpu", False: "NO-GPU", None: "gpu?"}
 
 
-def use_label(receipt: Receipt, nodeid: str) -> str:
-    """``gpu`` / ``NO-GPU`` / ``gpu?`` for a test, or blank when the receipt records no use."""
+def use_labels(receipt: Receipt) -> dict[str, str]:
+    """``gpu`` / ``NO-GPU`` / ``gpu?`` per test node id; empty when the receipt records no use."""
     if not receipt.gpu_use:
-        return ""
-    use = next((u for u in receipt.gpu_use if u.get("test") == nodeid), None)
-    return USE_LABELS.get(use.get("used"), "gpu?") if use else "gpu?"
+        return {}
+    used = {u.get("test"): u.get("used") for u in receipt.gpu_use}
+    return {t.nodeid: USE_LABELS.get(used.get(t.nodeid), "gpu?") for t in receipt.tests}
 
 
-def use_summary(receipt: Receipt) -> str | None:
-    if not receipt.gpu_use:
-        return None
-    labels = [use_label(receipt, t.nodeid) for t in receipt.tests]
-    return (f"{labels.count('gpu')} used a GPU, {labels.count('NO-GPU')} did not, "
-            f"{labels.count('gpu?')} unknown (self-reported by the test process)")
+def use_summary(labels: dict[str, str]) -> str:
+    counts = list(labels.values())
+    return (f"{counts.count('gpu')} used a GPU, {counts.count('NO-GPU')} did not, "
+            f"{counts.count('gpu?')} unknown (self-reported by the test process)")
 
 
 ATTESTATION_KEY = "attestation"
 
 
-def _test_line(receipt: Receipt, test: TestResult) -> str:
-    label = use_label(receipt, test.nodeid)
+def _test_line(test: TestResult, labels: dict[str, str]) -> str:
+    label = labels.get(test.nodeid, "")
     column = f"{label:6} " if label else ""
     return f"    {test.outcome:8} {test.duration:8.3f}s  {column}{printable(test.nodeid)}"
 
@@ -97,6 +95,7 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
     if verdict.signed is None:
         return lines
     r = verdict.signed.receipt
+    labels = use_labels(r)
     counts = ", ".join(f"{n} {k}" for k, n in r.counts.items() if n) or "no tests"
     lines += [
         f"  verdict   {r.verdict} ({counts})",
@@ -104,7 +103,7 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
         f"  time      {r.started.isoformat()} .. {r.finished.isoformat()}",
         f"  mode      {r.mode}" + (f" (shard {printable(r.shard)})" if r.shard else ""),
         f"  gpu       {gpu_text(r)}{facts_text(r)}",
-        *([f"  gpu use   {use_summary(r)}"] if r.gpu_use else []),
+        *([f"  gpu use   {use_summary(labels)}"] if labels else []),
         *(["  attestation  present, NOT checked: this version verifies no hardware attestation"]
           if any(key == ATTESTATION_KEY for key, _ in r.extra) else []),
         f"  commit    {r.commit} ({printable(r.branch) if r.branch else 'detached HEAD'})",
@@ -114,6 +113,6 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
           if r.ci else []),
         *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",
-        *[_test_line(r, t) for t in r.tests],
+        *[_test_line(t, labels) for t in r.tests],
     ]
     return lines
