@@ -617,7 +617,7 @@ def _check_command() -> Check:
     found = shutil.which(COMMAND)
     if found is None:
         return Check(COMMAND, FAIL, "not on PATH: the pre-push hook will refuse every push",
-                     "activate the virtualenv that has gitproof, or pip install gitproof")
+                     "activate the virtualenv that has gitproof, or pip install git-gpu-proof")
     return Check(COMMAND, OK, found)
 
 
@@ -633,7 +633,7 @@ def _check_gpu_facts() -> Check:
     if facts.source != "nvml":
         return Check("gpu facts", WARN, f"{found}: without NVML, receipts lack the CUDA driver "
                                         "version and the confidential-computing state",
-                     "pip install 'gitproof[nvml]'")
+                     "pip install 'git-gpu-proof[nvml]'")
     return Check("gpu facts", OK, found)
 
 

@@ -4,7 +4,7 @@ Why NVML: it answers in-process (no ``nvidia-smi`` child), and it alone tells
 the CUDA driver version, the confidential-computing state, which GPU a MIG
 device belongs to, and which processes hold a compute context on a GPU.
 
-Why so defensive: the bindings are an optional extra (``gitproof[nvml]``),
+Why so defensive: the bindings are an optional extra (``git-gpu-proof[nvml]``),
 their age and the driver's age vary independently (a function may be missing
 from the module, or present and answer "function not found"), and any NVML
 call may fail. Every failure becomes "NVML cannot answer" with a short reason;

@@ -56,6 +56,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gpu-proof-unsigned", action="store_true", default=False,
                     help="dry run: record an UNSIGNED receipt (no key needed); verify rejects it "
                          "unless --allow-unsigned")
+    group.addoption("--gpu-proof-kernels", action="store_true", default=False,
+                    help="record per test the GPU kernels, copies and memsets that CUPTI saw run "
+                         "in the test body (needs libcupti); also [tool.gpu_proof] record_kernels")
     group.addoption("--gpu-proof-fail-on-skip", action="store_true", default=False,
                     help="a skipped GPU test fails the session (with --gpu-proof: any selected "
                          "test; always: any gpu_required test); also [tool.gpu_proof] fail_on_skip")
@@ -67,9 +70,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu_required: skip unless a GPU is visible")
     recording = config.getoption("gpu_proof")
     if recording:  # wherever tests run: here without xdist, in each worker with it
-        from gitproof.gpu_use import GpuUseMonitor
+        from gitproof.gpu_use import GpuUseMonitor, default_probes
 
-        config.pluginmanager.register(GpuUseWatcher(GpuUseMonitor()), WATCHER_NAME)
+        probes = default_probes(kernels=_kernels_requested(config))
+        config.pluginmanager.register(GpuUseWatcher(GpuUseMonitor(probes)), WATCHER_NAME)
     if hasattr(config, "workerinput"):
         return  # an xdist worker: the controller records, from the reports workers send it
     if recording or config.getoption("gpu_proof_fail_on_skip"):
@@ -77,6 +81,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(guard, GUARD_NAME)
         if recording:
             config.pluginmanager.register(Recorder(config, guard), PLUGIN_NAME)
+
+
+def _kernels_requested(config: pytest.Config) -> bool:
+    """``--gpu-proof-kernels``, or ``record_kernels = true`` in the policy."""
+    if config.getoption("gpu_proof_kernels"):
+        return True
+    try:
+        return load_policy(record.open_repository(Path(config.invocation_params.dir))).record_kernels
+    except (record.RecordError, PolicyError):
+        return False  # the recorder refuses the run, saying why
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -302,6 +316,9 @@ class GpuUseWatcher:
     def __init__(self, monitor: GpuUseMonitor) -> None:
         self.monitor = monitor
         self.made: dict[str, dict[str, Any]] = {}
+
+    def pytest_unconfigure(self) -> None:
+        self.monitor.close()  # CUPTI must stop calling back before the interpreter goes
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, None]:

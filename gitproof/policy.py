@@ -73,6 +73,8 @@ class Policy:
     require_mode: str | None = None
     require_gpu: bool = False
     require_gpu_use: bool = False
+    require_gpu_kernels: bool = False
+    record_kernels: bool = False
     require_clean: bool = False
     include_gpu_uuid: bool = True
     # the pre-push hook
@@ -134,6 +136,8 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "require_mode": ((str,), f"one of {', '.join(MODES)}"),
     "require_gpu": ((bool,), "true or false"),
     "require_gpu_use": ((bool,), "true or false"),
+    "require_gpu_kernels": ((bool,), "true or false"),
+    "record_kernels": ((bool,), "true or false"),
     "require_clean": ((bool,), "true or false"),
     "include_gpu_uuid": ((bool,), "true or false"),
     "push_check": ((str,), f"one of {', '.join(PUSH_CHECKS)}"),

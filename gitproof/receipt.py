@@ -312,7 +312,11 @@ _OPTIONAL_TEXT = (str, type(None))
 _TEXT_LIST = "list of strings"
 # Known keys and their types; other keys are a newer writer's and are kept unread.
 _GPU_USE_KEYS = {"method": _OPTIONAL_TEXT, "evidence": (str,), "devices": _TEXT_LIST,
-                 "nvml": _OPTIONAL_TEXT}
+                 "nvml": _OPTIONAL_TEXT, "kernels": (dict, type(None))}
+# The kernels object of a gpu-use record (CUPTI's totals); counts are whole numbers >= 0.
+_KERNEL_KEYS = {"tracer": _OPTIONAL_TEXT, "error": (str,), "devices": _TEXT_LIST, "top": (list,),
+                "memcpy": (dict,), "memset": (dict,)}
+_KERNEL_COUNTS = ("launches", "gpu_time_ns", "dropped")
 _GPU_FACTS_KEYS = {"cuda_visible_devices": _OPTIONAL_TEXT, "confidential_computing": (dict, type(None)),
                    "notes": _TEXT_LIST}
 
@@ -324,7 +328,27 @@ def _gpu_use_object(value: str) -> dict[str, Any]:
     if "used" not in use or not (use["used"] is None or isinstance(use["used"], bool)):
         raise ReceiptFormatError(f"gpu-use field needs 'used' true, false or null: {value!r}")
     _check_known_keys(use, _GPU_USE_KEYS, "gpu-use", value)
+    if isinstance(use.get("kernels"), dict):
+        _check_kernels(use["kernels"], value)
     return use
+
+
+def _check_kernels(kernels: dict[str, Any], value: str) -> None:
+    _check_known_keys(kernels, _KERNEL_KEYS, "gpu-use kernels", value)
+    counts = [kernels[key] for key in _KERNEL_COUNTS if key in kernels]
+    for part in ("memcpy", "memset"):
+        counts += [kernels[part].get(key) for key in ("count", "bytes") if key in kernels.get(part, {})]
+    for entry in kernels.get("top", []):
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)):
+            raise ReceiptFormatError(f"gpu-use kernels field has a bad 'top' entry: {value!r}")
+        counts += [entry[key] for key in ("launches", "gpu_time_ns") if key in entry]
+    if not all(_is_count(n) for n in counts):
+        raise ReceiptFormatError(f"gpu-use kernels field has a count that is not a whole number "
+                                 f">= 0: {value!r}")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _gpu_facts_object(value: str) -> dict[str, Any]:

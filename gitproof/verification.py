@@ -434,6 +434,50 @@ class GpuUsed:
         return Failure("gpu-not-used", f"{len(missing)} passing test(s) show no GPU use: {shown}{more}")
 
 
+class GpuKernelsRan:
+    """``require_gpu_kernels``: every test that passed launched a GPU kernel in its body.
+
+    Stronger than :class:`GpuUsed`: putting data on a GPU and computing on
+    the CPU passes that one, not this one. The evidence is CUPTI's record of
+    the kernels the GPU ran, as the test process read it (a receipt made
+    with ``--gpu-proof-kernels``), signed by the runner: it shows that the
+    GPU ran kernels during the test, not which results they produced.
+    """
+
+    SHOWN = 5
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        receipt = signed.receipt
+        uses = {use["test"]: use for use in receipt.gpu_use}
+        missing = [(t.nodeid, uses.get(t.nodeid)) for t in receipt.tests
+                   if t.outcome in ("passed", "xpassed") and _launches(uses.get(t.nodeid)) < 1]
+        if not missing:
+            return None
+        shown = "; ".join(_why_no_kernels(nodeid, use) for nodeid, use in missing[:self.SHOWN])
+        more = f" (+{len(missing) - self.SHOWN} more)" if len(missing) > self.SHOWN else ""
+        return Failure("gpu-no-kernels", f"{len(missing)} passing test(s) launched no GPU kernel: "
+                                         f"{shown}{more}")
+
+
+def _launches(use: dict[str, Any] | None) -> int:
+    kernels = (use or {}).get("kernels")
+    launches = kernels.get("launches") if isinstance(kernels, dict) else None
+    return launches if isinstance(launches, int) and not isinstance(launches, bool) else 0
+
+
+def _why_no_kernels(nodeid: str, use: dict[str, Any] | None) -> str:
+    kernels = (use or {}).get("kernels")
+    if not isinstance(kernels, dict):
+        return f"{printable(nodeid)} (kernels not traced: record with --gpu-proof-kernels)"
+    if kernels.get("tracer") is None:
+        error = kernels.get("error")
+        detail = f": {printable(error)}" if isinstance(error, str) and error else ""
+        return f"{printable(nodeid)} (kernels not traced{detail})"
+    copies = (kernels.get("memcpy") or {}).get("count") or 0
+    extra = f", {copies} copies" if copies else ""
+    return f"{printable(nodeid)} (0 kernels{extra})"
+
+
 def _why_not_used(nodeid: str, use: dict[str, Any] | None) -> str:
     if use is None:
         return f"{printable(nodeid)} (no gpu-use record)"
@@ -563,6 +607,8 @@ class Verifier:
         ]
         if policy.require_gpu_use:
             checks.append(GpuUsed())
+        if policy.require_gpu_kernels:
+            checks.append(GpuKernelsRan())
         if required is not None:
             checks.append(RunsRequiredTests(required))
         checks.append(CoversTrees(self.repo, list(scope.paths), trees))

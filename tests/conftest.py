@@ -8,7 +8,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from gitproof import cuda_driver
+from gitproof import cuda_driver, cupti
 from tests import helpers, libcuda_fake
 from tests.keyserver import KeyServer
 
@@ -103,6 +103,21 @@ def libcuda_path(built_libcuda: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     path = libcuda_fake.fresh_copy(built_libcuda, tmp_path)
     monkeypatch.setenv(cuda_driver.ENV_LIBRARY, str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def built_libcupti(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return libcuda_fake.compile_fake(libcuda_fake.FAKES / "libcupti_fake.c", tmp_path_factory.mktemp("cupti"))
+
+
+@pytest.fixture
+def libcupti(built_libcupti: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ctypes.CDLL:
+    """A fresh fake CUPTI that ``cupti.tracer()`` will load; the test drives it (fake_cupti_*)."""
+    path = libcuda_fake.fresh_copy(built_libcupti, tmp_path, "libcupti.so.13")
+    monkeypatch.setenv(cupti.ENV_LIBRARY, str(path))
+    cupti.reset()
+    yield libcuda_fake.cupti_controls(ctypes.CDLL(str(path)))
+    cupti.reset()
 
 
 @pytest.fixture

@@ -288,13 +288,101 @@ def test_known_gpu_facts_keys_must_have_their_types(change):
 
 
 def test_newer_keys_in_gpu_use_and_gpu_facts_are_kept():
-    receipt = make_receipt(tests=[MATMUL], gpu_use=[{**use(MATMUL, True), "kernels": 12}],
+    receipt = make_receipt(tests=[MATMUL], gpu_use=[{**use(MATMUL, True), "power_w": 12}],
                            gpu_facts={**FACTS, "fabric": {"state": "ok"}})
     parsed = parse_payload(serialize_payload(receipt))
-    assert parsed.gpu_use[0]["kernels"] == 12 and parsed.gpu_facts["fabric"] == {"state": "ok"}
+    assert parsed.gpu_use[0]["power_w"] == 12 and parsed.gpu_facts["fabric"] == {"state": "ok"}
 
 
 def test_require_gpu_use_needs_a_visible_gpu_in_the_receipt(project):
     project.attach(tests=[MATMUL], gpu_use=[use(MATMUL, True)], gpus=[])
     verdict = project.verify(policy=GPU_USE_POLICY)
     assert codes(verdict) == ["gpu-not-used"] and "lists no GPU visible" in verdict.reasons[0].message
+
+
+# -- kernel evidence (require_gpu_kernels) ------------------------------------------------
+
+KERNELS = {"tracer": "cupti 130000 (libcupti.so.13)", "launches": 3, "gpu_time_ns": 5000,
+           "devices": [BUS], "top": [{"name": "gemm", "launches": 3, "gpu_time_ns": 5000}],
+           "memcpy": {"count": 2, "bytes": 4096}, "memset": {"count": 0, "bytes": 0}, "dropped": 0}
+KERNEL_POLICY = replace(POLICY, require_gpu_kernels=True)
+
+
+def traced(test: TestResult, **change) -> dict:
+    return {**use(test, True), "kernels": {**KERNELS, **change}}
+
+
+def test_kernel_records_round_trip():
+    receipt = make_receipt(tests=[MATMUL], gpu_use=[traced(MATMUL)])
+    assert parse_payload(serialize_payload(receipt)).gpu_use[0]["kernels"] == KERNELS
+
+
+@pytest.mark.parametrize("change", [{"launches": -1}, {"launches": True}, {"launches": "3"},
+                                    {"gpu_time_ns": 1.5}, {"tracer": 7}, {"devices": [3]},
+                                    {"memcpy": {"count": "x"}}, {"memcpy": []}, {"top": [{"launches": 1}]},
+                                    {"top": [{"name": "k", "gpu_time_ns": -5}]}, {"top": ["gemm"]}])
+def test_hostile_kernel_records_are_malformed(change):
+    payload = serialize_payload(make_receipt(tests=[MATMUL], gpu_use=[traced(MATMUL, **change)]))
+    with pytest.raises(ReceiptFormatError, match="gpu-use kernels field has a"):
+        parse_payload(payload)
+
+
+def test_a_kernels_value_that_is_not_an_object_is_malformed():
+    payload = serialize_payload(make_receipt(tests=[MATMUL], gpu_use=[{**use(MATMUL, True), "kernels": 12}]))
+    with pytest.raises(ReceiptFormatError, match="bad 'kernels'"):
+        parse_payload(payload)
+
+
+def test_require_gpu_kernels_accepts_tests_that_launched_kernels(project):
+    project.attach(tests=[MATMUL, SKIPPED], gpu_use=[traced(MATMUL), use(SKIPPED, None)])
+    assert project.verify(policy=replace(KERNEL_POLICY, allow_skipped=True)).ok
+
+
+def test_require_gpu_kernels_names_the_test_that_only_copied_data(project):
+    copied = traced(FALLBACK, launches=0, gpu_time_ns=0, top=[])
+    project.attach(tests=[MATMUL, FALLBACK], gpu_use=[traced(MATMUL), copied])
+    assert project.verify(policy=GPU_USE_POLICY).ok  # it did touch the GPU
+    verdict = project.verify(policy=KERNEL_POLICY)
+    assert codes(verdict) == ["gpu-no-kernels"]
+    assert verdict.reasons[0].message.endswith(": 1 passing test(s) launched no GPU kernel: "
+                                               f"{FALLBACK.nodeid} (0 kernels, 2 copies)")
+
+
+def test_require_gpu_kernels_needs_kernel_evidence_in_the_receipt(project):
+    untraced = {**use(MATMUL, True), "kernels": {"tracer": None, "error": "CUPTI not found"}}
+    project.attach(tests=[MATMUL, FALLBACK], gpu_use=[untraced, use(FALLBACK, True)])
+    message = project.verify(policy=KERNEL_POLICY).reasons[0].message
+    assert f"{MATMUL.nodeid} (kernels not traced: CUPTI not found)" in message
+    assert f"{FALLBACK.nodeid} (kernels not traced: record with --gpu-proof-kernels)" in message
+
+
+def test_require_gpu_kernels_is_a_policy_key_and_a_flag(cli_project):
+    cli_project.attach(tests=[MATMUL, FALLBACK], gpu_use=[traced(MATMUL), traced(FALLBACK, launches=0)])
+    root = cli_project.root
+    assert gp(root, "verify").returncode == 0
+    refused = gp(root, "verify", "--require-gpu-kernels")
+    assert refused.returncode == 1 and FALLBACK.nodeid in refused.stdout
+    write_files(root, {"pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n'
+                                         "require_gpu_kernels = true\n"})
+    assert gp(root, "verify").returncode == 1
+    bad = gp(root, "verify", "--policy", str(_policy_file(root, "require_gpu_kernels = 1\n")))
+    assert bad.returncode == 2 and "require_gpu_kernels" in bad.stderr
+
+
+def test_show_lists_each_tests_kernels_and_the_tracer(cli_project):
+    copied = traced(FALLBACK, launches=0, gpu_time_ns=0, top=[], memcpy={"count": 1, "bytes": 8})
+    cli_project.attach(tests=[MATMUL, FALLBACK], gpu_use=[traced(MATMUL), copied])
+    out = gp(cli_project.root, "show").stdout
+    assert "  kernels   1 of 2 tests launched GPU kernels (traced by cupti 130000 (libcupti.so.13))" in out
+    assert f"{MATMUL.nodeid}  (3 kernels, 0.005 ms on GPU, 2 copies)" in out
+    assert f"{FALLBACK.nodeid}  (0 kernels, 1 copy)" in out
+    shown = json.loads(gp(cli_project.root, "show", "--json").stdout)
+    assert "kernels" in json.dumps(shown) and '"launches": 3' in json.dumps(shown)
+
+
+def test_show_says_why_kernels_were_not_traced_and_escapes_it(cli_project):
+    untraced = {**use(MATMUL, True), "kernels": {"tracer": None, "error": "CUPTI \x1b[31mnot found"}}
+    cli_project.attach(tests=[MATMUL], gpu_use=[untraced])
+    out = gp(cli_project.root, "show").stdout
+    assert "kernels   not traced: CUPTI " in out and "\x1b" not in out
+    assert f"{MATMUL.nodeid}  (kernels not traced)" in out

@@ -338,7 +338,7 @@ def test_a_framework_that_raises_does_not_reach_the_test(torch, monkeypatch):
     def broken(device=None):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(torch.cuda, "memory_stats", broken)
+    monkeypatch.setattr(torch.cuda, "memory_stats_as_nested_dict", broken)
     use = watch(nothing)
     assert "torch probe failed at the start: RuntimeError('CUDA error" in use.evidence
 
@@ -654,3 +654,41 @@ def test_a_rerun_replaces_the_record_and_test_code_cannot_add_its_own(torch_proj
     assert (use["used"], use["method"]) == (False, METHOD_TORCH)
     assert [t.outcome for t in entry.signed.receipt.tests] == ["passed"]
     assert "GPU use: 0 used, 1 not used (tests/test_kernels.py::test_flaky), 0 unknown" in run.stdout
+
+
+# -- libraries without a counter (Numba) ---------------------------------------------------------
+
+def test_an_empty_framework_counter_does_not_say_not_used_while_numba_is_loaded(torch, monkeypatch):
+    from gitproof.gpu_use import UncountedProbe
+
+    torch.cuda._fake_allocate(0, 1)  # an earlier test's
+    monkeypatch.setitem(sys.modules, "numba.cuda", type(sys)("numba.cuda"))
+    monitor = GpuUseMonitor([TorchProbe(DriverHandle()), UncountedProbe()], corroborate=lambda d: UNUSED_NVML)
+    use = watch(nothing, monitor)
+    assert (use.used, use.method) == (None, None)
+    assert "numba.cuda loaded: GPU work done through it shows only" in use.evidence
+
+
+def test_without_such_a_library_the_empty_counter_still_decides(torch):
+    from gitproof.gpu_use import UncountedProbe
+
+    torch.cuda._fake_allocate(0, 1)
+    monitor = GpuUseMonitor([TorchProbe(DriverHandle()), UncountedProbe()], corroborate=lambda d: UNUSED_NVML)
+    assert watch(nothing, monitor).used is False
+
+
+def test_an_older_torch_without_the_nested_stats_is_read_through_memory_stats(torch, monkeypatch):
+    monkeypatch.delattr(torch.cuda, "memory_stats_as_nested_dict")
+    use = watch(lambda: torch.cuda._fake_allocate(0, 2))
+    assert (use.used, use.method, use.evidence) == (True, METHOD_TORCH, "2 torch allocations on cuda:0")
+
+
+def test_cupy_imported_during_the_test_keeps_torchs_empty_counter_from_deciding(torch, fakes_path):
+    torch.cuda._fake_allocate(0, 1)  # an earlier test's; torch will count nothing in this one
+    sys.modules.pop("cupy", None)
+
+    def body():
+        import cupy  # noqa: F401  (its pool work would go uncounted)
+    use = watch(body)
+    assert (use.used, use.method) == (None, None)
+    assert "CuPy was imported during the test" in use.evidence

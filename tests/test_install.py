@@ -508,7 +508,7 @@ def test_doctor_reports_where_gpu_facts_come_from(configured, tmp_path):
     smi.chmod(0o755)
     via_smi = _gpu_check(configured, GITPROOF_NVIDIA_SMI=str(smi))
     assert via_smi["status"] == "warn" and "NVIDIA H100 80GB HBM3 via nvidia-smi" in via_smi["message"]
-    assert via_smi["fix"] == "pip install 'gitproof[nvml]'"
+    assert via_smi["fix"] == "pip install 'git-gpu-proof[nvml]'"
     state = nvml_fake.write(tmp_path / "nvml.json", nvml_fake.machine(nvml_fake.device()))
     env = nvml_fake.child_env(state)
     via_nvml = _gpu_check(configured, PYTHONPATH=env["PYTHONPATH"], GITPROOF_FAKE_NVML=str(state),

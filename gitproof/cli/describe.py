@@ -48,13 +48,46 @@ def use_summary(labels: dict[str, str]) -> str:
             f"{counts.count('gpu?')} unknown (self-reported by the test process)")
 
 
+def kernel_notes(receipt: Receipt) -> dict[str, str]:
+    """``5 kernels, 0.020 ms on GPU`` per test whose record carries kernel evidence."""
+    notes = {}
+    for use in receipt.gpu_use:
+        kernels = use.get("kernels")
+        if not isinstance(kernels, dict):
+            continue
+        if kernels.get("tracer") is None:
+            notes[use["test"]] = "kernels not traced"
+            continue
+        launches, copies = kernels.get("launches", 0), (kernels.get("memcpy") or {}).get("count", 0)
+        text = f"{launches} kernel{'' if launches == 1 else 's'}"
+        if launches:
+            text += f", {kernels.get('gpu_time_ns', 0) / 1e6:.3f} ms on GPU"
+        notes[use["test"]] = text + (f", {copies} cop{'y' if copies == 1 else 'ies'}" if copies else "")
+    return notes
+
+
+def kernel_summary(receipt: Receipt) -> str | None:
+    """Which tracer recorded kernels, and how many tests launched any; None when none did."""
+    traced = [u["kernels"] for u in receipt.gpu_use if isinstance(u.get("kernels"), dict)]
+    if not traced:
+        return None
+    tracers = sorted({printable(str(k["tracer"])) for k in traced if k.get("tracer") is not None})
+    if not tracers:
+        error = next((k.get("error") for k in traced if isinstance(k.get("error"), str)), "unknown reason")
+        return f"not traced: {printable(error)}"
+    launched = sum(1 for k in traced if k.get("launches"))
+    return f"{launched} of {len(receipt.tests)} tests launched GPU kernels (traced by {', '.join(tracers)})"
+
+
 ATTESTATION_KEY = "attestation"
 
 
-def _test_line(test: TestResult, labels: dict[str, str]) -> str:
+def _test_line(test: TestResult, labels: dict[str, str], kernels: dict[str, str] | None = None) -> str:
     label = labels.get(test.nodeid, "")
     column = f"{label:6} " if label else ""
-    return f"    {test.outcome:8} {test.duration:8.3f}s  {column}{printable(test.nodeid)}"
+    note = (kernels or {}).get(test.nodeid)
+    return f"    {test.outcome:8} {test.duration:8.3f}s  {column}{printable(test.nodeid)}" + (
+        f"  ({note})" if note else "")
 
 
 def receipt_brief(receipt: Receipt) -> str:
@@ -95,7 +128,7 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
     if verdict.signed is None:
         return lines
     r = verdict.signed.receipt
-    labels = use_labels(r)
+    labels, notes = use_labels(r), kernel_notes(r)
     counts = ", ".join(f"{n} {k}" for k, n in r.counts.items() if n) or "no tests"
     lines += [
         f"  verdict   {r.verdict} ({counts})",
@@ -104,6 +137,7 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
         f"  mode      {r.mode}" + (f" (shard {printable(r.shard)})" if r.shard else ""),
         f"  gpu       {gpu_text(r)}{facts_text(r)}",
         *([f"  gpu use   {use_summary(labels)}"] if labels else []),
+        *([f"  kernels   {summary}"] if (summary := kernel_summary(r)) else []),
         *(["  attestation  present, NOT checked: this version verifies no hardware attestation"]
           if any(key == ATTESTATION_KEY for key, _ in r.extra) else []),
         f"  commit    {r.commit} ({printable(r.branch) if r.branch else 'detached HEAD'})",
@@ -113,6 +147,6 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
           if r.ci else []),
         *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",
-        *[_test_line(t, labels) for t in r.tests],
+        *[_test_line(t, labels, notes) for t in r.tests],
     ]
     return lines

@@ -14,7 +14,7 @@ from gitproof.record import MODES
 def build_pytest_args(key: str | None, principal: str | None, mode: str,
                       extra: list[str], *, key_env: str | None = None,
                       unsigned: bool = False, fail_on_skip: bool = False,
-                      shard: str | None = None) -> list[str]:
+                      shard: str | None = None, kernels: bool = False) -> list[str]:
     # "--opt=value" in one argument: pytest would take a bare path argument (the key)
     # into account when choosing its root directory. Only the key variable's *name*
     # is passed (and so recorded in pytest-args), never its value.
@@ -31,6 +31,8 @@ def build_pytest_args(key: str | None, principal: str | None, mode: str,
         args.append("--gpu-proof-unsigned")
     if fail_on_skip:
         args.append("--gpu-proof-fail-on-skip")
+    if kernels:
+        args.append("--gpu-proof-kernels")
     return args + list(extra)
 
 
@@ -56,6 +58,11 @@ def command(
         False, "--fail-on-skip",
         help="A skipped GPU test (or a test module skipped while collecting) fails the run, and "
              "the receipt is recorded with verdict failed. Also [tool.gpu_proof] fail_on_skip = true."),
+    kernels: bool = typer.Option(
+        False, "--kernels",
+        help="Also record, per test, the GPU kernels, copies and memsets CUPTI saw run while the "
+             "test body ran (needs libcupti: the nvidia-cuda-cupti wheel or the CUDA toolkit). "
+             "Also [tool.gpu_proof] record_kernels = true. Needed by --require-gpu-kernels."),
     unsigned: bool = typer.Option(
         False, "--unsigned",
         help="Dry run: record an UNSIGNED receipt, no signing key needed. Verification rejects "
@@ -78,7 +85,7 @@ def command(
     os.chdir(Path(repo.workdir))
     code = pytest.main(build_pytest_args(key, principal, mode, ctx.args, key_env=key_env,
                                          unsigned=unsigned, fail_on_skip=fail_on_skip,
-                                         shard=shard))
+                                         shard=shard, kernels=kernels))
     raise typer.Exit(int(code))
 
 

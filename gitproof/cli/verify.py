@@ -53,6 +53,10 @@ def command(
         False, "--require-gpu-use",
         help="Every passing test must show evidence that it used a GPU (self-reported by the "
              "test process, not hardware attestation); unknown evidence does not count."),
+    require_gpu_kernels: bool = typer.Option(
+        False, "--require-gpu-kernels",
+        help="Every passing test must have launched a GPU kernel, as CUPTI traced it (a receipt "
+             "recorded with --kernels); a test that only copied data to the GPU fails."),
     require_mode: Optional[str] = typer.Option(None, "--require-mode", metavar="MODE",
                                                help=f"Receipts must have this mode: {', '.join(MODES)}."),
     require_clean: bool = typer.Option(False, "--require-clean",
@@ -71,6 +75,7 @@ def command(
         "allow_skipped": allow_skipped or None, "max_age_days": max_age_days,
         "allow_unsigned": allow_unsigned or None, "require_gpu": require_gpu or None,
         "require_gpu_use": require_gpu_use or None,
+        "require_gpu_kernels": require_gpu_kernels or None,
         "require_mode": require_mode, "require_clean": require_clean or None,
     }
     with errors_as_exit():

@@ -82,6 +82,16 @@ def memory_stats(device: int | None = None) -> dict[str, int]:
     return stats
 
 
+def memory_stats_as_nested_dict(device: int | None = None) -> dict[str, Any]:
+    """The unflattened form the probe prefers; ``memory_stats`` is its flattening."""
+    if not _initialized:
+        return {}
+    nested: dict[str, Any] = {"allocated_bytes": {"all": {"current": 0}}}
+    if _with_counter:
+        nested["allocation"] = {"all": {"allocated": _allocations.get(_check(device), 0)}}
+    return nested
+
+
 def get_device_properties(device: int) -> _DeviceProperties:
     init()  # the real one initialises CUDA too
     return _DeviceProperties(_devices[_check(device)])
