@@ -89,22 +89,22 @@ def per_test(repeat: int) -> list[list[str]]:
     if kernels.tracer is None:
         rows.append(["kernels (CUPTI)", "-", f"unavailable: {kernels.error}"])
         return rows
-    def counted() -> None:  # the default, unforced flush: does every window see its kernel?
+    def counted() -> None:  # the default: does every window see its kernel?
         monitor.start("t")
         body()
         seen.append(monitor.stop("t").kernels["launches"])
 
-    def forced() -> None:  # the same probe, also flushing buffers with records in flight
-        kernels.tracer.flush_flag = cupti.FLUSH_FORCED
+    def unforced() -> None:  # the same probe, flushing only buffers with no record in flight
+        kernels.tracer.flush_flag = cupti.FLUSH_UNFORCED
         try:
             counted()
         finally:
-            kernels.tracer.flush_flag = cupti.FLUSH_UNFORCED
+            kernels.tracer.flush_flag = cupti.FLUSH_FORCED
 
     monitor, seen = GpuUseMonitor([kernels], **quiet), []
     traced = [Case("body alone, CUPTI tracing on", body),
               Case("kernels (CUPTI) alone", counted),
-              Case("kernels (CUPTI), forced flush", forced),
+              Case("kernels (CUPTI), unforced flush", unforced),
               Case("all default probes + kernels",
                    watched(GpuUseMonitor(list(sets["all default probes"]) + [kernels], **quiet)))]
     measure(traced, repeat, target_s=0.02, progress=False)

@@ -10,18 +10,21 @@ kept their offsets in every record version since CUDA 9 (``kind``,
 ``start``, ``end``, ``deviceId``, ``correlationId``, the kernel's ``name``);
 each record is checked for sanity before it counts.
 
-How a test's work is attributed: :meth:`KernelTracer.begin` takes CUPTI's
-timestamp; :meth:`KernelTracer.end` takes it again, flushes the completed
-buffers, and counts the records whose GPU start lies inside that window.
-Records of fixtures and earlier tests started before the window and count
-for nobody. A kernel still queued or running when the body returns is not
-delivered by that flush, and when it is delivered later it lies outside
-every later window: counted for nobody. The error is always toward less
-evidence, never toward a test that did nothing. (A kernel queued by one
-test that only starts on the GPU inside the next test's window would count
-for the next test; that needs a test that returns without waiting for its
-own GPU work, and the next test's record would still be true of the
-process.)
+How a test's work is attributed: :meth:`KernelTracer.begin` opens a window
+at CUPTI's current timestamp; :meth:`KernelTracer.end` closes it, forces a
+flush, and the window keeps the kernels *launched* inside it (CUPTI's
+``queued`` timestamp, the host-side launch time, which gitproof asks CUPTI
+to collect), whenever they ran. Work a fixture or an earlier test launched
+counts for nobody, even if it runs on the GPU during this test. Copies and
+memsets carry no launch time and are kept by their GPU start. Where CUPTI
+gives no launch time, a kernel is kept by its GPU start too.
+
+What a window cannot see: a kernel still running when the flush comes is
+an incomplete record, and CUPTI stops a buffer's records there; records
+CUPTI drops for lack of buffer space; kernels without timestamps. The
+window counts each of these, and then never claims that nothing ran. The
+records are added up as they arrive, so a test that launches millions of
+kernels costs no memory per kernel.
 
 Loading CUPTI is opt-in (``--gpu-proof-kernels``): one process can have one
 activity client, so tracing would take CUPTI from a test that profiles
@@ -44,6 +47,7 @@ SONAMES = ("libcupti.so.13", "libcupti.so.12", "libcupti.so.11.8", "libcupti.so"
 
 CUPTI_SUCCESS = 0
 CUPTI_ERROR_MAX_LIMIT_REACHED = 12  # cuptiActivityGetNextRecord: no more records in the buffer
+CUPTI_ERROR_INVALID_KIND = 21       # cuptiActivityGetNextRecord: an incomplete record; stop there
 KIND_MEMCPY, KIND_MEMSET, KIND_CONCURRENT_KERNEL = 1, 2, 10
 KIND_KERNEL = 3  # the serialising variant; records look the same
 TRACED_KINDS = (KIND_CONCURRENT_KERNEL, KIND_MEMCPY, KIND_MEMSET)
@@ -53,37 +57,28 @@ BUFFER_BYTES = 1 << 20  # about 4,000 kernel records; CUPTI asks for more when o
 _ALIGN = 8
 TOP_KERNELS = 5          # kernels named in a record, by GPU time
 MAX_NAME = 160           # characters of a (mangled) kernel name kept
+_MAX_NAMES = 4096        # decoded names cached
 _MAX_DEVICE = 1 << 16    # a device id above this is a misread record, not a device
 
-# Record prefixes (the headers pack every record at 8-byte alignment).
+# Record prefixes (the headers pack every record at 8-byte alignment). These offsets are the
+# same in CUpti_ActivityKernel4 (CUDA 9) to CUpti_ActivityKernel13 (CUDA 13.5), and in the
+# memcpy and memset records alike.
 _OFF_KIND = 0
-_KERNEL_START, _KERNEL_END, _KERNEL_DEVICE, _KERNEL_NAME = 16, 24, 40, 104
-_COPY_BYTES, _COPY_START, _COPY_END, _COPY_DEVICE = 8, 16, 24, 32  # memcpy and memset alike
+_KERNEL_START, _KERNEL_END, _KERNEL_DEVICE, _KERNEL_NAME, _KERNEL_QUEUED = 16, 24, 40, 104, 120
+_COPY_BYTES, _COPY_START, _COPY_END, _COPY_DEVICE = 8, 16, 24, 32
 
 _RequestFunc = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t),
                                 ctypes.POINTER(ctypes.c_size_t))
 _CompleteFunc = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p,
                                  ctypes.c_size_t, ctypes.c_size_t)
+_libc = ctypes.CDLL(None)
+_strnlen = _libc.strnlen
+_strnlen.restype = ctypes.c_size_t
+_strnlen.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
 class CuptiError(RuntimeError):
     """CUPTI cannot trace here; the message says why, in words for a receipt."""
-
-
-@dataclass(frozen=True)
-class Activity:
-    """One traced record: a kernel, a copy or a memset."""
-
-    kind: str          # "kernel", "memcpy", "memset"
-    device: int        # CUDA device ordinal
-    start: int         # ns, CUPTI's clock (the same as cuptiGetTimestamp)
-    end: int
-    name: str = ""     # kernels only: the (mangled) function name
-    nbytes: int = 0    # copies and memsets only
-
-    @property
-    def duration(self) -> int:
-        return max(0, self.end - self.start)
 
 
 @dataclass
@@ -97,39 +92,57 @@ class KernelStats:
     top: list[dict[str, Any]] = field(default_factory=list)
     memcpy: dict[str, int] = field(default_factory=lambda: {"count": 0, "bytes": 0})
     memset: dict[str, int] = field(default_factory=lambda: {"count": 0, "bytes": 0})
-    dropped: int = 0
+    dropped: int = 0      # records CUPTI reported lost
+    incomplete: int = 0   # buffers cut short by a record still in flight
+    untimed: int = 0      # kernel records without timestamps
 
     @property
     def any_activity(self) -> bool:
         return bool(self.launches or self.memcpy["count"] or self.memset["count"])
 
+    @property
+    def blind_spots(self) -> int:
+        """Records this window may have missed: then "nothing ran" cannot be claimed."""
+        return self.dropped + self.incomplete + self.untimed
 
-def summarize(activities: list[Activity], tracer: str, dropped: int = 0) -> KernelStats:
-    """Totals of one window's records: launches, GPU time, devices, the busiest kernels."""
-    stats = KernelStats(tracer=tracer, dropped=dropped)
-    counts: Counter[str] = Counter()
-    times: Counter[str] = Counter()
-    devices = set()
-    for activity in activities:
-        devices.add(activity.device)
-        if activity.kind == "kernel":
-            stats.launches += 1
-            stats.gpu_time_ns += activity.duration
-            counts[activity.name] += 1
-            times[activity.name] += activity.duration
-        else:
-            bucket = stats.memcpy if activity.kind == "memcpy" else stats.memset
-            bucket["count"] += 1
-            bucket["bytes"] += activity.nbytes
-    stats.devices = sorted(devices)
-    busiest = sorted(counts, key=lambda name: (-times[name], -counts[name], name))[:TOP_KERNELS]
-    stats.top = [{"name": name, "launches": counts[name], "gpu_time_ns": times[name]} for name in busiest]
-    return stats
+
+class _Window:
+    """The running totals of one test body's records, added to as buffers arrive."""
+
+    def __init__(self, started: int) -> None:
+        self.started = started
+        self.finished: int | None = None
+        self.launches = self.gpu_time = self.dropped = self.incomplete = self.untimed = 0
+        self.devices: set[int] = set()
+        self.counts: Counter[str] = Counter()
+        self.times: Counter[str] = Counter()
+        self.memcpy = {"count": 0, "bytes": 0}
+        self.memset = {"count": 0, "bytes": 0}
+
+    def holds(self, stamp: int) -> bool:
+        return self.started <= stamp and (self.finished is None or stamp <= self.finished)
+
+    def add_kernel(self, device: int, name: str, duration: int) -> None:
+        self.launches += 1
+        self.gpu_time += duration
+        self.devices.add(device)
+        self.counts[name] += 1
+        self.times[name] += duration
+
+    def add_transfer(self, kind: int, device: int, nbytes: int) -> None:
+        bucket = self.memcpy if kind == KIND_MEMCPY else self.memset
+        bucket["count"] += 1
+        bucket["bytes"] += nbytes
+        self.devices.add(device)
+
+    def stats(self, tracer: str) -> KernelStats:
+        busiest = sorted(self.counts, key=lambda n: (-self.times[n], -self.counts[n], n))[:TOP_KERNELS]
+        top = [{"name": n, "launches": self.counts[n], "gpu_time_ns": self.times[n]} for n in busiest]
+        return KernelStats(tracer, self.launches, self.gpu_time, sorted(self.devices), top,
+                           dict(self.memcpy), dict(self.memset), self.dropped, self.incomplete, self.untimed)
 
 
 # -- finding the library ---------------------------------------------------------------------
-
-
 def _already_loaded() -> str | None:
     """A CUPTI this process loaded already (torch's profiler, say): the one to share."""
     noload = getattr(os, "RTLD_NOLOAD", None)
@@ -183,6 +196,8 @@ class _Library:
         self.dropped = self._bind(lib, "cuptiActivityGetNumDroppedRecords", ctypes.c_void_p,
                                   ctypes.c_uint32, ctypes.POINTER(ctypes.c_size_t))
         self.timestamp = self._bind(lib, "cuptiGetTimestamp", ctypes.POINTER(ctypes.c_uint64))
+        self.latency = (self._bind(lib, "cuptiActivityEnableLatencyTimestamps", ctypes.c_uint8)
+                        if hasattr(lib, "cuptiActivityEnableLatencyTimestamps") else None)
         self._result_string = getattr(lib, "cuptiGetResultString", None)
 
     @staticmethod
@@ -218,17 +233,16 @@ class KernelTracer:
 
     def __init__(self, library: _Library) -> None:
         self._lib = library
-        self._lock = threading.Lock()
-        self._records: list[Activity] = []
+        self._lock = threading.Lock()  # never held while calling into CUPTI
+        self._window: _Window | None = None
         self._buffers: dict[int, ctypes.Array] = {}  # handed to CUPTI, by aligned address
         self._free: list[tuple[int, ctypes.Array]] = []  # returned by CUPTI, ready for reuse
         self._names: dict[int, str] = {}
-        self._dropped = 0
         self._active = False
-        # Unforced: only buffers whose records are all complete. On an H200 that costs 360 us a
-        # test against 640 us forced, and a forced flush adds only records of work still in
-        # flight, which no window could count anyway (benchmarks/bench_gpu_probes.py).
-        self.flush_flag = FLUSH_UNFORCED
+        self.by_launch = False  # kernels kept by their launch time (CUPTI's "queued")
+        # Forced: a buffer that also holds a record still in flight is delivered too, with
+        # the completed records before it; an unforced flush would hold them all back.
+        self.flush_flag = FLUSH_FORCED
         # Kept for the life of the process: CUPTI may call them until it is disabled.
         self._on_request = _RequestFunc(self._request)
         self._on_complete = _CompleteFunc(self._complete)
@@ -238,15 +252,17 @@ class KernelTracer:
     @property
     def description(self) -> str:
         base = os.path.basename(self._lib.name)
-        return f"cupti {self.version} ({base})" if self.version else f"cupti ({base})"
+        name = f"cupti {self.version} ({base})" if self.version else f"cupti ({base})"
+        return name if self.by_launch else name + ", no launch times"
 
     def _check(self, call: str, code: int) -> None:
         if code != CUPTI_SUCCESS:
             raise CuptiError(f"{call} failed: {self._lib.describe(code)}")
 
     def start(self) -> None:
-        """Register the buffers and enable kernel, copy and memset records."""
+        """Register the buffers, ask for launch times, enable kernel, copy and memset records."""
         self._check("cuptiActivityRegisterCallbacks", self._lib.register(self._on_request, self._on_complete))
+        self.by_launch = self._lib.latency is not None and self._lib.latency(1) == CUPTI_SUCCESS
         for kind in TRACED_KINDS:
             code = self._lib.enable(kind)
             if code != CUPTI_SUCCESS:
@@ -258,10 +274,10 @@ class KernelTracer:
         """Disable tracing and deliver what is left (at the end of the session)."""
         for kind in TRACED_KINDS:
             self._lib.disable(kind)
+        with self._lock:
+            self._window = None
         self._lib.flush_all(FLUSH_FORCED)
         self._active = False
-        with self._lock:
-            self._records.clear()
 
     @property
     def active(self) -> bool:
@@ -273,21 +289,30 @@ class KernelTracer:
         return stamp.value
 
     def begin(self) -> int:
-        """Open a window and return its start time; records that started earlier (set-up,
-        earlier tests) are left out when the window closes, so no flush is needed here."""
-        return self.now()
+        """Open a window at CUPTI's current time and return that time."""
+        started = self.now()
+        with self._lock:
+            self._window = _Window(started)
+        return started
 
     def end(self, started: int) -> KernelStats:
-        """Close the window opened at ``started``: the activity that began inside it."""
+        """Close the window opened at ``started``: what was launched (or copied) inside it."""
         finished = self.now()
-        self._check("cuptiActivityFlushAll", self._lib.flush_all(self.flush_flag))
         with self._lock:
-            records, self._records = self._records, []
-            dropped, self._dropped = self._dropped, 0
-        inside = [r for r in records if started <= r.start <= finished]
-        return summarize(inside, self.description, dropped)
+            window = self._window
+            if window is None or window.started != started:
+                raise CuptiError("the kernel window was closed by another test or a second session")
+            window.finished = finished
+        try:
+            self._check("cuptiActivityFlushAll", self._lib.flush_all(self.flush_flag))
+        finally:
+            with self._lock:
+                self._window = None
+        return window.stats(self.description)
 
     # -- the callbacks (CUPTI's threads or the flushing thread) --------------------------
+    # ctypes reports and swallows an exception raised in a callback; these catch their own
+    # so that the buffer is always returned and the tracer's state stays whole.
 
     def _request(self, buffer: Any, size: Any, max_records: Any) -> None:
         try:
@@ -297,19 +322,21 @@ class KernelTracer:
             buffer[0] = aligned
             size[0] = BUFFER_BYTES
             max_records[0] = 0  # as many as fit
-        except BaseException:  # never let an exception unwind into C
+        except Exception:
             buffer[0] = None
             size[0] = 0
 
     def _complete(self, context: Any, stream: int, buffer: Any, size: int, valid: int) -> None:
         try:
-            found = self._walk(buffer, valid) if buffer else []
-            lost = ctypes.c_size_t()
-            more = lost.value if self._lib.dropped(context, stream, ctypes.byref(lost)) == CUPTI_SUCCESS else 0
             with self._lock:
-                self._records += found
-                self._dropped += more
-        except BaseException:
+                window = self._window
+            if window is not None and buffer:
+                self._walk(window, buffer, valid)
+                lost = ctypes.c_size_t()
+                if self._lib.dropped(context, stream, ctypes.byref(lost)) == CUPTI_SUCCESS and lost.value:
+                    with self._lock:
+                        window.dropped += lost.value
+        except Exception:
             pass
         finally:
             with self._lock:
@@ -323,33 +350,41 @@ class KernelTracer:
         address = ctypes.addressof(block)
         return address + (-address % _ALIGN), block
 
-    def _walk(self, buffer: int, valid: int) -> list[Activity]:
-        found = []
+    def _walk(self, window: _Window, buffer: int, valid: int) -> None:
         record = ctypes.c_void_p()
-        while self._lib.next_record(buffer, valid, ctypes.byref(record)) == CUPTI_SUCCESS:
-            activity = self._read(record.value)
-            if activity is not None:
-                found.append(activity)
-        return found
+        while True:
+            code = self._lib.next_record(buffer, valid, ctypes.byref(record))
+            if code != CUPTI_SUCCESS:
+                if code == CUPTI_ERROR_INVALID_KIND:  # in flight: CUPTI says stop here
+                    with self._lock:
+                        window.incomplete += 1
+                return
+            if record.value:
+                self._read(window, record.value)
 
-    def _read(self, address: int | None) -> Activity | None:
-        if not address:
-            return None
+    def _read(self, window: _Window, address: int) -> None:
         kind = _u32(address + _OFF_KIND)
         if kind in (KIND_CONCURRENT_KERNEL, KIND_KERNEL):
             start, end = _u64(address + _KERNEL_START), _u64(address + _KERNEL_END)
             device = _u32(address + _KERNEL_DEVICE)
-            if not _plausible(start, end, device):
-                return None
-            return Activity("kernel", device, start, end, name=self._name(address + _KERNEL_NAME))
-        if kind in (KIND_MEMCPY, KIND_MEMSET):
+            queued = _u64(address + _KERNEL_QUEUED) if self.by_launch else 0
+            timed = _plausible(start, end, device)
+            # A forced flush hands over kernels still running with zero GPU times; their
+            # launch time, when CUPTI has one, still says whose they are.
+            stamp = queued if queued and device < _MAX_DEVICE else (start if timed else 0)
+            if not stamp:
+                with self._lock:
+                    window.untimed += 1
+            elif window.holds(stamp):
+                name = self._name(address + _KERNEL_NAME)
+                with self._lock:
+                    window.add_kernel(device, name, end - start if timed else 0)
+        elif kind in (KIND_MEMCPY, KIND_MEMSET):
             start, end = _u64(address + _COPY_START), _u64(address + _COPY_END)
             device = _u32(address + _COPY_DEVICE)
-            if not _plausible(start, end, device):
-                return None
-            return Activity("memcpy" if kind == KIND_MEMCPY else "memset", device, start, end,
-                            nbytes=_u64(address + _COPY_BYTES))
-        return None
+            if _plausible(start, end, device) and window.holds(start):
+                with self._lock:
+                    window.add_transfer(kind, device, _u64(address + _COPY_BYTES))
 
     def _name(self, slot: int) -> str:
         pointer = ctypes.c_void_p.from_address(slot).value
@@ -357,8 +392,10 @@ class KernelTracer:
             return "?"
         name = self._names.get(pointer)
         if name is None:  # CUPTI shares one string per kernel; decode it once
-            raw = ctypes.string_at(pointer, MAX_NAME + 1)
-            name = raw.split(b"\0", 1)[0][:MAX_NAME].decode("utf-8", "replace")
+            raw = ctypes.string_at(pointer, _strnlen(pointer, MAX_NAME))  # never past the NUL
+            name = raw.decode("utf-8", "replace")
+            if len(self._names) >= _MAX_NAMES:
+                self._names.clear()
             self._names[pointer] = name
         return name
 
@@ -377,12 +414,14 @@ def _plausible(start: int, end: int, device: int) -> bool:
 
 _tracer_lock = threading.Lock()
 _tracer: KernelTracer | CuptiError | None = None
+_kept: list[KernelTracer] = []  # tracers CUPTI may still call back: never freed
 
 
 def tracer() -> KernelTracer:
     """The process's tracer, started on first use; raises :class:`CuptiError` saying why not.
 
-    The outcome is kept: a process either traces from then on or says why not.
+    The outcome is kept: a process either traces from then on or says why not. A tracer
+    stopped at the end of one pytest session starts again for the next in the same process.
     """
     global _tracer
     with _tracer_lock:
@@ -390,6 +429,8 @@ def tracer() -> KernelTracer:
             _tracer = _start_first()
         if isinstance(_tracer, CuptiError):
             raise _tracer
+        if not _tracer.active:
+            _tracer.start()
         return _tracer
 
 
@@ -397,7 +438,13 @@ def _start_first() -> KernelTracer | CuptiError:
     reasons = []
     for name in candidates():
         try:
-            started = KernelTracer(_open(name))
+            library = _open(name)
+        except CuptiError as exc:
+            reasons.append(str(exc))
+            continue
+        started = KernelTracer(library)
+        _kept.append(started)
+        try:
             started.start()
             return started
         except CuptiError as exc:

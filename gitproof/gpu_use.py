@@ -184,6 +184,11 @@ def _bare_uuid(uuid: str) -> str:
     return uuid.lower().removeprefix("gpu-")
 
 
+def _milliseconds(nanoseconds: int) -> str:
+    """``20383`` -> ``"0.020"``, in whole numbers: a hostile count may be too big for a float."""
+    return f"{nanoseconds // 1_000_000}.{nanoseconds // 1000 % 1000:03d}"
+
+
 def _allocations_text(counts: Mapping[int, int], what: str) -> str:
     """``{0: 3, 1: 1}`` -> ``"3 torch allocations on cuda:0, 1 on cuda:1"``."""
     (first, n), *rest = sorted(counts.items())
@@ -404,9 +409,10 @@ class KernelProbe:
     """CUPTI's activity records: what the GPU itself ran during the test body.
 
     The tracer starts when the probe is made (the session's start), so the
-    test that first initialises CUDA is traced too. When CUPTI cannot trace
-    here, every test's record says why (``kernels.error``) and this probe
-    decides nothing.
+    test that first initialises CUDA is traced too. Kernels launched in the
+    body decide ``used``; their absence never does, since a kernel still
+    running when the body returns is not seen. When CUPTI cannot trace here,
+    every test's record says why (``kernels.error``).
     """
 
     name = "kernels"
@@ -424,30 +430,45 @@ class KernelProbe:
         except cupti.CuptiError as exc:
             self.error = str(exc)
 
-    def begin(self) -> int | None:
-        return None if self.tracer is None else self.tracer.begin()
+    def begin(self) -> int | str:
+        """The window's start, or why there is none (kept for the test's record)."""
+        if self.tracer is None:
+            return self.error or "the kernel tracer did not start"
+        try:
+            return self.tracer.begin()
+        except Exception as exc:
+            return f"the kernel tracer failed at the start of the test: {_short(exc)}"
 
-    def end(self, started: int | None) -> Finding:
-        if self.tracer is None or started is None:
-            reason = self.error or "the kernel tracer stopped"
+    def end(self, started: int | str) -> Finding:
+        stats = None if isinstance(started, str) else self._stats(started)
+        if isinstance(stats, str) or stats is None:
+            reason = started if isinstance(started, str) else stats
             return Finding(None, None, f"kernels were not traced: {reason}",
                            kernels={"tracer": None, "error": reason})
-        stats = self.tracer.end(started)
         devices = self._devices(stats.devices)
         kernels = {"tracer": stats.tracer, "launches": stats.launches, "gpu_time_ns": stats.gpu_time_ns,
                    "devices": list(devices), "top": stats.top, "memcpy": stats.memcpy,
-                   "memset": stats.memset, "dropped": stats.dropped}
+                   "memset": stats.memset, "dropped": stats.dropped, "incomplete": stats.incomplete,
+                   "untimed": stats.untimed}
         where = ", ".join(f"cuda:{o}" for o in stats.devices)
         if stats.launches:
             plural = "" if stats.launches == 1 else "es"
             return Finding(True, METHOD_KERNELS, f"{stats.launches} kernel launch{plural} on {where} "
-                           f"({stats.gpu_time_ns / 1e6:.3f} ms of GPU time)",
+                           f"({_milliseconds(stats.gpu_time_ns)} ms of GPU time)",
                            tuple(d for d in devices if not d.startswith("cuda:")), kernels=kernels)
-        if stats.any_activity:
-            return Finding(None, None, f"no kernel ran during the test, only {stats.memcpy['count']} "
-                           f"copies and {stats.memset['count']} memsets on {where}", kernels=kernels)
-        return Finding(False, METHOD_KERNELS, "no kernel, copy or memset ran on a GPU during the test",
+        seen = (f"only {stats.memcpy['count']} copies and {stats.memset['count']} memsets on {where}"
+                if stats.any_activity else "no copy or memset either")
+        blind = (f"; {stats.blind_spots} kernel record(s) were lost, cut short or untimed"
+                 if stats.blind_spots else "")
+        return Finding(None, None, f"no kernel was launched while the test body ran ({seen}){blind}; "
+                                   "work still running when the body returned is not seen",
                        kernels=kernels)
+
+    def _stats(self, started: int) -> Any:
+        try:
+            return self.tracer.end(started)
+        except Exception as exc:
+            return f"the kernel tracer failed at the end of the test: {_short(exc)}"
 
     def _devices(self, ordinals: Sequence[int]) -> tuple[str, ...]:
         """PCI bus ids of the ordinals CUPTI named; ``cuda:N`` for one the driver cannot map."""

@@ -72,7 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if recording:  # wherever tests run: here without xdist, in each worker with it
         from gitproof.gpu_use import GpuUseMonitor, default_probes
 
-        probes = default_probes(kernels=_kernels_requested(config))
+        probes = default_probes(kernels=_runs_tests_here(config) and _kernels_requested(config))
         config.pluginmanager.register(GpuUseWatcher(GpuUseMonitor(probes)), WATCHER_NAME)
     if hasattr(config, "workerinput"):
         return  # an xdist worker: the controller records, from the reports workers send it
@@ -81,6 +81,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(guard, GUARD_NAME)
         if recording:
             config.pluginmanager.register(Recorder(config, guard), PLUGIN_NAME)
+
+
+def _runs_tests_here(config: pytest.Config) -> bool:
+    """False on a pytest-xdist controller, whose workers run every test."""
+    if hasattr(config, "workerinput"):
+        return True
+    try:
+        return not config.getoption("numprocesses")
+    except ValueError:  # xdist not installed, or switched off
+        return True
 
 
 def _kernels_requested(config: pytest.Config) -> bool:

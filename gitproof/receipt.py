@@ -313,10 +313,11 @@ _TEXT_LIST = "list of strings"
 # Known keys and their types; other keys are a newer writer's and are kept unread.
 _GPU_USE_KEYS = {"method": _OPTIONAL_TEXT, "evidence": (str,), "devices": _TEXT_LIST,
                  "nvml": _OPTIONAL_TEXT, "kernels": (dict, type(None))}
-# The kernels object of a gpu-use record (CUPTI's totals); counts are whole numbers >= 0.
+# The kernels object of a gpu-use record (CUPTI's totals); counts are whole numbers in 0 .. 2**64-1.
 _KERNEL_KEYS = {"tracer": _OPTIONAL_TEXT, "error": (str,), "devices": _TEXT_LIST, "top": (list,),
                 "memcpy": (dict,), "memset": (dict,)}
-_KERNEL_COUNTS = ("launches", "gpu_time_ns", "dropped")
+_KERNEL_COUNTS = ("launches", "gpu_time_ns", "dropped", "incomplete", "untimed")
+_MAX_COUNT = 2**64 - 1  # CUPTI's counters and timestamps are 64-bit
 _GPU_FACTS_KEYS = {"cuda_visible_devices": _OPTIONAL_TEXT, "confidential_computing": (dict, type(None)),
                    "notes": _TEXT_LIST}
 
@@ -344,11 +345,11 @@ def _check_kernels(kernels: dict[str, Any], value: str) -> None:
         counts += [entry[key] for key in ("launches", "gpu_time_ns") if key in entry]
     if not all(_is_count(n) for n in counts):
         raise ReceiptFormatError(f"gpu-use kernels field has a count that is not a whole number "
-                                 f">= 0: {value!r}")
+                                 f"from 0 to 2**64-1: {value!r}")
 
 
 def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT
 
 
 def _gpu_facts_object(value: str) -> dict[str, Any]:

@@ -448,6 +448,9 @@ class GpuKernelsRan:
 
     def failure(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
+        if not any(gpu.get("visible") is not False for gpu in receipt.gpus):
+            return Failure("gpu-no-kernels", "the receipt lists no GPU visible to the tests, so no "
+                                             "test can have launched a kernel")
         uses = {use["test"]: use for use in receipt.gpu_use}
         missing = [(t.nodeid, uses.get(t.nodeid)) for t in receipt.tests
                    if t.outcome in ("passed", "xpassed") and _launches(uses.get(t.nodeid)) < 1]
@@ -460,8 +463,11 @@ class GpuKernelsRan:
 
 
 def _launches(use: dict[str, Any] | None) -> int:
+    """Kernel launches a record vouches for: none unless traced and consistent (used: true)."""
     kernels = (use or {}).get("kernels")
-    launches = kernels.get("launches") if isinstance(kernels, dict) else None
+    if not isinstance(kernels, dict) or not isinstance(kernels.get("tracer"), str) or use.get("used") is not True:
+        return 0
+    launches = kernels.get("launches")
     return launches if isinstance(launches, int) and not isinstance(launches, bool) else 0
 
 
@@ -473,6 +479,8 @@ def _why_no_kernels(nodeid: str, use: dict[str, Any] | None) -> str:
         error = kernels.get("error")
         detail = f": {printable(error)}" if isinstance(error, str) and error else ""
         return f"{printable(nodeid)} (kernels not traced{detail})"
+    if kernels.get("launches") and use.get("used") is not True:
+        return f"{printable(nodeid)} (kernels recorded, but the record says used: {use.get('used')})"
     copies = (kernels.get("memcpy") or {}).get("count") or 0
     extra = f", {copies} copies" if copies else ""
     return f"{printable(nodeid)} (0 kernels{extra})"

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from gitproof import cupti
+from tests.libcuda_fake import FAKES
 from gitproof.gpu_use import (METHOD_KERNELS, METHOD_TORCH, DriverHandle, Finding, GpuUseMonitor,
                               KernelProbe, combine)
 
@@ -48,10 +49,86 @@ def test_work_before_the_window_counts_for_nobody(libcupti):
 def test_a_record_delivered_late_that_started_before_the_window_is_not_counted(libcupti):
     tracer = cupti.tracer()
     started = tracer.begin()
-    libcupti.fake_cupti_kernel_at(0, GEMM, started - 10_000, started - 5_000)
+    libcupti.fake_cupti_kernel_at(0, GEMM, started - 10_000, started - 10_000, started - 5_000)
     libcupti.fake_cupti_kernel(0, FILL, 100)
     stats = tracer.end(started)
     assert stats.launches == 1 and stats.top[0]["name"] == FILL.decode()
+
+
+def test_a_fixtures_kernel_that_runs_during_the_body_counts_for_nobody(libcupti):
+    tracer = cupti.tracer()
+    launched = tracer.now()  # queued by a fixture, still waiting on a busy stream
+    started = tracer.begin()
+    libcupti.fake_cupti_kernel_at(0, GEMM, launched, started + 50_000, started + 90_000)
+    assert tracer.end(started).launches == 0
+
+
+def test_a_kernel_launched_in_the_body_counts_even_if_it_ran_after_the_body(libcupti):
+    tracer = cupti.tracer()
+    started = tracer.begin()
+    launched = tracer.now()
+    later = launched + 10**9  # ran a second after the body returned, delivered by the flush
+    libcupti.fake_cupti_kernel_at(0, GEMM, launched, later, later + 10)
+    assert tracer.end(started).launches == 1
+
+
+def test_a_kernel_launched_by_the_previous_test_is_nobodys(libcupti):
+    tracer = cupti.tracer()
+    started = tracer.begin()
+    launched = tracer.now()
+    assert tracer.end(started).launches == 0  # still in flight: not delivered
+    started = tracer.begin()
+    libcupti.fake_cupti_kernel_at(0, GEMM, launched, started + 10, started + 20)
+    assert tracer.end(started).launches == 0
+
+
+def test_without_launch_times_kernels_are_kept_by_their_gpu_start(built_libcupti, tmp_path, monkeypatch):
+    from tests.libcuda_fake import compile_fake, cupti_controls, fresh_copy
+
+    old = compile_fake(FAKES / "libcupti_fake.c", tmp_path / "old", "NO_LATENCY_TIMESTAMPS")
+    path = fresh_copy(old, tmp_path, "libcupti.so.12")
+    monkeypatch.setenv(cupti.ENV_LIBRARY, str(path))
+    cupti.reset()
+    try:
+        lib = cupti_controls(__import__("ctypes").CDLL(str(path)))
+        tracer = cupti.tracer()
+        assert not tracer.by_launch and tracer.description.endswith(", no launch times")
+        launched = tracer.now()
+        started = tracer.begin()
+        lib.fake_cupti_kernel_at(0, GEMM, launched, started + 10, started + 20)
+        assert tracer.end(started).launches == 1  # by its GPU start, the older rule
+    finally:
+        cupti.reset()
+
+
+def test_a_record_in_flight_stops_the_buffer_and_is_counted_as_a_blind_spot(libcupti):
+    tracer = cupti.tracer()
+    stats = window(tracer, lambda: (libcupti.fake_cupti_kernel(0, GEMM, 5), libcupti.fake_cupti_in_flight(),
+                                    libcupti.fake_cupti_kernel(0, FILL, 5)))
+    assert (stats.launches, stats.incomplete, stats.blind_spots) == (1, 1, 1)
+
+
+def test_a_kernel_still_running_at_the_flush_is_placed_by_its_launch_time(libcupti):
+    tracer = cupti.tracer()
+    fixture_launch = tracer.now()
+    started = tracer.begin()
+    libcupti.fake_cupti_kernel_at(0, GEMM, fixture_launch, 0, 0)  # a fixture's, no GPU times yet
+    libcupti.fake_cupti_kernel_at(0, FILL, tracer.now(), 0, 0)    # the body's, no GPU times yet
+    stats = tracer.end(started)
+    assert (stats.launches, stats.gpu_time_ns, stats.untimed) == (1, 0, 0)
+    assert stats.top[0]["name"] == FILL.decode()
+
+
+def test_kernels_without_timestamps_are_counted_as_untimed(libcupti):
+    tracer = cupti.tracer()
+    stats = window(tracer, lambda: libcupti.fake_cupti_untimed(0))
+    assert (stats.launches, stats.untimed) == (0, 1)
+
+
+def test_records_delivered_from_another_thread_reach_the_window(libcupti):
+    tracer = cupti.tracer()
+    stats = window(tracer, lambda: (libcupti.fake_cupti_kernel(0, GEMM, 5), libcupti.fake_cupti_flush_in_thread()))
+    assert stats.launches == 1
 
 
 def test_copies_and_memsets_are_not_launches(libcupti):
@@ -73,17 +150,27 @@ def test_more_records_than_one_buffer_holds_are_all_delivered(libcupti, monkeypa
     monkeypatch.setattr(cupti, "BUFFER_BYTES", 256 * 10)  # ten of the fake's slots per buffer
     tracer = cupti.tracer()
     stats = window(tracer, lambda: [libcupti.fake_cupti_kernel(0, GEMM, 1) for _ in range(25)])
-    assert stats.launches == 10  # one flush delivers one buffer; the rest come at the next
-    assert window(tracer, lambda: None).launches == 0  # and are older than that window
+    assert stats.launches == 25  # three buffers, reused from the second window on
+    assert window(tracer, lambda: [libcupti.fake_cupti_kernel(0, GEMM, 1) for _ in range(25)]).launches == 25
 
 
-def test_a_window_costs_one_unforced_flush_and_stopping_forces_one(libcupti):
+def test_a_window_costs_one_forced_flush_so_work_in_flight_does_not_hold_back_the_rest(libcupti):
     tracer = cupti.tracer()
     before = libcupti.fake_cupti_flushes()
-    window(tracer, lambda: libcupti.fake_cupti_kernel(0, GEMM, 10))
-    assert (libcupti.fake_cupti_flushes() - before, libcupti.fake_cupti_last_flag()) == (1, cupti.FLUSH_UNFORCED)
+    stats = window(tracer, lambda: (libcupti.fake_cupti_kernel(0, GEMM, 10), libcupti.fake_cupti_in_flight()))
+    assert (libcupti.fake_cupti_flushes() - before, libcupti.fake_cupti_last_flag()) == (1, cupti.FLUSH_FORCED)
+    assert stats.launches == 1  # an unforced flush would have delivered nothing
+    tracer.flush_flag = cupti.FLUSH_UNFORCED
+    stats = window(tracer, lambda: (libcupti.fake_cupti_kernel(0, GEMM, 10), libcupti.fake_cupti_in_flight()))
+    assert stats.launches == 0
+
+
+def test_a_stopped_tracer_starts_again_for_the_next_session_in_the_process(libcupti):
+    tracer = cupti.tracer()
     tracer.stop()
-    assert libcupti.fake_cupti_last_flag() == cupti.FLUSH_FORCED
+    assert not any(libcupti.fake_cupti_enabled(kind) for kind in cupti.TRACED_KINDS)
+    assert cupti.tracer() is tracer and tracer.active
+    assert window(tracer, lambda: libcupti.fake_cupti_kernel(0, GEMM, 10)).launches == 1
 
 
 def test_stopping_disables_every_traced_kind(libcupti):
@@ -155,13 +242,32 @@ def test_a_launch_is_use_by_kernels_with_its_totals(libcupti):
 def test_copies_without_kernels_decide_nothing_but_are_recorded(libcupti):
     finding = watch(KernelProbe(DriverHandle(lambda: None)), lambda: libcupti.fake_cupti_memcpy(0, 8))
     assert (finding.used, finding.method) == (None, None)
-    assert finding.evidence == "no kernel ran during the test, only 1 copies and 0 memsets on cuda:0"
+    assert finding.evidence == ("no kernel was launched while the test body ran (only 1 copies and 0 memsets "
+                                "on cuda:0); work still running when the body returned is not seen")
     assert finding.kernels["launches"] == 0 and finding.kernels["memcpy"] == {"count": 1, "bytes": 8}
 
 
-def test_no_gpu_activity_at_all_is_not_use(libcupti):
+def test_no_kernel_at_all_still_decides_nothing(libcupti):
     finding = watch(KernelProbe(DriverHandle(lambda: None)), lambda: None)
-    assert (finding.used, finding.method, finding.kernels["launches"]) == (False, METHOD_KERNELS, 0)
+    assert (finding.used, finding.method, finding.kernels["launches"]) == (None, None, 0)
+
+
+def test_blind_spots_are_said_in_the_evidence(libcupti):
+    finding = watch(KernelProbe(DriverHandle(lambda: None)), lambda: (libcupti.fake_cupti_in_flight(),
+                                                                     libcupti.fake_cupti_drop(4)))
+    assert finding.used is None and "; 5 kernel record(s) were lost, cut short or untimed;" in finding.evidence
+    assert (finding.kernels["dropped"], finding.kernels["incomplete"]) == (4, 1)
+
+
+def test_a_tracer_that_fails_mid_session_is_said_in_the_record(libcupti, monkeypatch):
+    probe = KernelProbe(DriverHandle(lambda: None))
+    def broken(started):
+        raise cupti.CuptiError("cuptiActivityFlushAll failed: CUPTI_ERROR_UNKNOWN (999)")
+    monkeypatch.setattr(probe.tracer, "end", broken)
+    finding = watch(probe, lambda: None)
+    assert finding.kernels["tracer"] is None and "failed at the end of the test" in finding.kernels["error"]
+    monkeypatch.setattr(probe.tracer, "begin", lambda: 1 / 0)
+    assert "failed at the start of the test: ZeroDivisionError" in watch(probe, lambda: None).kernels["error"]
 
 
 def test_an_unavailable_tracer_says_why_in_every_record(tmp_path, monkeypatch):
@@ -309,3 +415,14 @@ def test_kernels_unavailable_are_said_in_the_records_and_the_run_still_records(k
     assert run.returncode == 0, run.stdout + run.stderr
     [use] = gpu_uses(root).values()
     assert use["kernels"]["tracer"] is None and "CUPTI not found" in use["kernels"]["error"]
+
+
+def test_under_xdist_each_worker_traces_and_the_controller_does_not(kernel_project, tmp_path):
+    from tests.test_gpu_use import gpu_uses, run_session
+
+    root, env = kernel_project
+    log = tmp_path / "traced-by.txt"
+    run = run_session(root, "--gpu-proof-kernels", "-n", "2", env={**env, "FAKE_CUPTI_LOG": str(log)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert gpu_uses(root)["tests/test_kernels.py::test_computes_on_gpu"]["kernels"]["launches"] == 1
+    assert len(set(log.read_text().split())) == 2  # the two workers, not the controller

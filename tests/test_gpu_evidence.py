@@ -320,7 +320,9 @@ def test_kernel_records_round_trip():
 @pytest.mark.parametrize("change", [{"launches": -1}, {"launches": True}, {"launches": "3"},
                                     {"gpu_time_ns": 1.5}, {"tracer": 7}, {"devices": [3]},
                                     {"memcpy": {"count": "x"}}, {"memcpy": []}, {"top": [{"launches": 1}]},
-                                    {"top": [{"name": "k", "gpu_time_ns": -5}]}, {"top": ["gemm"]}])
+                                    {"top": [{"name": "k", "gpu_time_ns": -5}]}, {"top": ["gemm"]},
+                                    {"gpu_time_ns": 10**400}, {"launches": 2**64}, {"incomplete": -1},
+                                    {"untimed": "2"}])
 def test_hostile_kernel_records_are_malformed(change):
     payload = serialize_payload(make_receipt(tests=[MATMUL], gpu_use=[traced(MATMUL, **change)]))
     with pytest.raises(ReceiptFormatError, match="gpu-use kernels field has a"):
@@ -386,3 +388,22 @@ def test_show_says_why_kernels_were_not_traced_and_escapes_it(cli_project):
     out = gp(cli_project.root, "show").stdout
     assert "kernels   not traced: CUPTI " in out and "\x1b" not in out
     assert f"{MATMUL.nodeid}  (kernels not traced)" in out
+
+
+def test_the_largest_counts_a_receipt_may_hold_are_shown_without_error(cli_project):
+    cli_project.attach(tests=[MATMUL], gpu_use=[traced(MATMUL, gpu_time_ns=2**64 - 1, launches=2**64 - 1)])
+    shown = gp(cli_project.root, "show")
+    assert shown.returncode == 0 and "18446744073709.551 ms on GPU" in shown.stdout
+
+
+@pytest.mark.parametrize("record, gpus, says", [
+    (lambda: traced(MATMUL), [], "lists no GPU visible"),
+    (lambda: {**use(MATMUL, True), "kernels": {"tracer": None, "error": "CUPTI not found", "launches": 3}},
+     None, "kernels not traced: CUPTI not found"),
+    (lambda: {**traced(MATMUL), "used": False}, None, "kernels recorded, but the record says used: False"),
+])
+def test_require_gpu_kernels_refuses_receipts_that_contradict_themselves(project, record, gpus, says):
+    extra = {} if gpus is None else {"gpus": gpus}
+    project.attach(tests=[MATMUL], gpu_use=[record()], **extra)
+    verdict = project.verify(policy=KERNEL_POLICY)
+    assert codes(verdict) == ["gpu-no-kernels"] and says in verdict.reasons[0].message

@@ -246,3 +246,62 @@ def test_tracing_never_starts_cuda_in_a_process_that_does_not_use_it(suite):
     # the driver's own finding is kept in the evidence: CUPTI loaded, CUDA never started
     assert all("libcuda was never loaded" in use["evidence"] or "CUDA was never initialised" in use["evidence"]
                for use in uses), uses
+
+
+EDGES = """
+import pytest
+import torch
+
+
+@pytest.fixture
+def busy_gpu():
+    a = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    for _ in range(20):
+        a = a @ a / 4096
+    return a  # not synchronised: the GPU is still busy with the fixture's work as the body runs
+
+
+@pytest.fixture(scope="module")
+def ones():
+    x = torch.ones(1 << 20, device="cuda")
+    torch.cuda.synchronize()
+    return x
+
+
+@pytest.mark.gpu_proof
+def test_body_idle_while_a_fixtures_kernels_run(busy_gpu):
+    assert sum(range(10)) == 45
+
+
+@pytest.mark.gpu_proof
+def test_in_place_kernel_returning_without_a_sync(ones):
+    ones.mul_(2)
+
+
+@pytest.mark.gpu_proof
+def test_profiles_itself():
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]):
+        assert (torch.ones(8, device="cuda") * 2).sum().item() == 16
+
+
+@pytest.mark.gpu_proof
+def test_after_a_profiler():
+    assert (torch.ones(1024, device="cuda") * 2).sum().item() == 2048
+"""
+
+
+def test_kernel_windows_on_real_timing(cli_project):
+    needs("torch")
+    write_files(cli_project, {"tests/test_real.py": EDGES})
+    commit_all(cli_project, "timing edges")
+    uses = record(cli_project, "--gpu-proof-kernels")
+    for test, use in uses.items():  # kept in the log: what CUPTI really did in each case
+        print(test, use["used"], use["method"], {k: use["kernels"].get(k) for k in
+                                                 ("launches", "incomplete", "dropped", "untimed", "tracer")})
+    idle = uses["tests/test_real.py::test_body_idle_while_a_fixtures_kernels_run"]
+    assert idle["kernels"]["launches"] == 0 and idle["used"] is not True  # the fixture's matmuls are nobody's
+    in_place = uses["tests/test_real.py::test_in_place_kernel_returning_without_a_sync"]
+    assert in_place["used"] is not False
+    assert in_place["kernels"]["launches"] == 1 or in_place["kernels"]["incomplete"] >= 1
+    assert uses["tests/test_real.py::test_after_a_profiler"]["used"] is True

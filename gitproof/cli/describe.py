@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from gitproof.cli.common import short, styled
+from gitproof.gpu_use import _milliseconds
 from gitproof.receipt import Receipt, TestResult, printable
 from gitproof.verification import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
@@ -61,7 +62,7 @@ def kernel_notes(receipt: Receipt) -> dict[str, str]:
         launches, copies = kernels.get("launches", 0), (kernels.get("memcpy") or {}).get("count", 0)
         text = f"{launches} kernel{'' if launches == 1 else 's'}"
         if launches:
-            text += f", {kernels.get('gpu_time_ns', 0) / 1e6:.3f} ms on GPU"
+            text += f", {_milliseconds(kernels.get('gpu_time_ns', 0))} ms on GPU"
         notes[use["test"]] = text + (f", {copies} cop{'y' if copies == 1 else 'ies'}" if copies else "")
     return notes
 
