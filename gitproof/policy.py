@@ -49,6 +49,16 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class ModeBinding:
+    """Who may claim a mode: ``[tool.gpu_proof.modes.<mode>]``. A mode is the signer's
+    claim about how the run happened, so it means something only when bound to keys."""
+
+    mode: str
+    signers: list[str] | None = None
+    key_fingerprints: list[str] | None = None
+
+
+@dataclass(frozen=True)
 class Policy:
     # what a receipt covers
     fingerprint_paths: list[str] = field(default_factory=lambda: ["src", "tests"])
@@ -71,6 +81,7 @@ class Policy:
     fail_on_skip: bool = False
     max_age_days: int = 30
     require_mode: str | None = None
+    modes: dict[str, ModeBinding] = field(default_factory=dict)
     require_gpu: bool = False
     require_gpu_use: bool = False
     require_gpu_kernels: bool = False
@@ -134,6 +145,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "fail_on_skip": ((bool,), "true or false"),
     "max_age_days": ((int,), "a whole number of days (0 = today only)"),
     "require_mode": ((str,), f"one of {', '.join(MODES)}"),
+    "modes": ((dict,), "a table of modes, each with signers and/or key_fingerprints"),
     "require_gpu": ((bool,), "true or false"),
     "require_gpu_use": ((bool,), "true or false"),
     "require_gpu_kernels": ((bool,), "true or false"),
@@ -172,6 +184,8 @@ def _normalized(key: str, value: Any, source: str) -> Any:
         return _paths(value, source, key)
     if key == "shards":
         return {name: _shard(name, spec, source) for name, spec in value.items()}
+    if key == "modes":
+        return {name: _mode(name, spec, source) for name, spec in value.items()}
     if key in ("max_age_days", "github_cache_minutes") and value < 0:
         raise PolicyError(f"{source}: {key} must not be negative")
     if key == "push_refs" and not all(r.startswith("refs/") for r in value):
@@ -209,8 +223,29 @@ def _shard(name: str, spec: Any, source: str) -> Shard:
     return Shard(name, _paths(spec["paths"], source, f"{where}.paths"), list(tests))
 
 
+def _mode(name: str, spec: Any, source: str) -> ModeBinding:
+    where = f"modes.{name}"
+    if name not in MODES:
+        raise PolicyError(f"{source}: unknown mode {name!r} in modes (known: {', '.join(MODES)})")
+    if not isinstance(spec, dict):
+        raise PolicyError(f"{source}: {where} must be a table with signers and/or key_fingerprints")
+    unknown = set(spec) - {"signers", "key_fingerprints"}
+    if unknown:
+        raise PolicyError(f"{source}: unknown key {sorted(unknown)[0]!r} in {where} "
+                          "(known: signers, key_fingerprints)")
+    values = {k: _normalized(k, v, f"{source}: {where}") if isinstance(v, list) else v for k, v in spec.items()}
+    if any(not isinstance(v, list) or not v for v in values.values()) or not values:
+        raise PolicyError(f"{source}: {where} needs signers = [...] and/or key_fingerprints = [...], "
+                          "each a non-empty list")
+    return ModeBinding(name, values.get("signers"), values.get("key_fingerprints"))
+
+
 def _check_whole(policy: Policy, source: str) -> None:
     """Rules that involve more than one key."""
+    if policy.require_mode and policy.require_mode not in policy.modes:
+        raise PolicyError(f"{source}: require_mode = {policy.require_mode!r} needs "
+                          f"[tool.gpu_proof.modes.{policy.require_mode}] with signers or key_fingerprints: "
+                          "a mode is only the signer's claim until the policy says which keys may make it")
     if policy.allow_skipped and policy.expected_skips is not None:
         raise PolicyError(f"{source}: allow_skipped and expected_skips exclude each other: "
                           "accept any skip, or exactly the listed ones")

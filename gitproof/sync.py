@@ -66,9 +66,21 @@ class MergeResult:
         return text
 
 
+def check_remote_name(remote: str) -> None:
+    """A remote that starts with "-" would reach git as an option (--upload-pack=... runs a command)."""
+    if not remote or remote.startswith("-"):
+        raise SyncError(f"refusing remote {remote!r}: a remote name or URL cannot start with '-'")
+
+
 def fetch_notes(repo: pygit2.Repository, remote: str) -> bool:
-    """Copy the remote's notes ref into our tracking ref. False when it has none."""
-    result = git(repo, "fetch", "--quiet", "--no-write-fetch-head", remote,
+    """Copy the remote's notes ref into our tracking ref. False when it has none.
+
+    Only that ref is fetched, and no tags: a tag that points into the notes
+    history would otherwise follow it in, under a name that could pass for
+    a branch.
+    """
+    check_remote_name(remote)
+    result = git(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote,
                  f"+{NOTES_REF}:{tracking_ref(remote)}")
     if result.returncode == 0:
         return True
@@ -158,13 +170,14 @@ class PushResult:
 
 def push_notes(repo: pygit2.Repository, remote: str, attempts: int = _PUSH_ATTEMPTS) -> PushResult:
     """Fast-forward the remote's notes ref to ours; on rejection fetch, merge, retry."""
+    check_remote_name(remote)
     store = NotesStore(repo)
     result = PushResult(remote, False, 0)
     if store.tip() is None:
         return result
     for attempt in range(1, attempts + 1):
         result.attempts = attempt
-        pushed = git(repo, "push", "--quiet", "--no-verify", remote, f"{NOTES_REF}:{NOTES_REF}")
+        pushed = git(repo, "push", "--quiet", "--no-verify", "--", remote, f"{NOTES_REF}:{NOTES_REF}")
         if pushed.returncode == 0:
             result.pushed = True
             return result
@@ -187,6 +200,9 @@ def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str]
     checks the branches without pushing receipts a second time. Servers
     without atomic push get the receipts first, then the branches.
     """
+    check_remote_name(remote)
+    if any(spec.startswith("-") for spec in refspecs):
+        raise SyncError(f"refusing refspecs {refspecs!r}: a refspec cannot start with '-'")
     atomic = True
     for _ in range(attempts):
         args = ["push", "--atomic"] if atomic else ["push"]
@@ -194,7 +210,7 @@ def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str]
         if not atomic and notes:
             push_notes(repo, remote)
             notes = []
-        result = git(repo, *args, remote, *refspecs, *notes, hooks_stand_aside=False)
+        result = git(repo, *args, "--", remote, *refspecs, *notes, hooks_stand_aside=False)
         if result.returncode == 0:
             return result.stderr.strip()
         if atomic and "atomic" in result.stderr and "support" in result.stderr:

@@ -21,7 +21,8 @@ from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, Revok
                                       match_pattern_list, verify_signed_payload)
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
-from gitproof.policy import Policy, PolicyError, load_policy, node_ids_in, read_node_ids, selects
+from gitproof.policy import (ModeBinding, Policy, PolicyError, load_policy, node_ids_in, read_node_ids,
+                             selects)
 from gitproof.receipt import Receipt, SignedReceipt, printable
 from gitproof.signing import NAMESPACE
 
@@ -378,6 +379,26 @@ class SignerNarrowed:
 
 
 @dataclass
+class ModeAllowed:
+    """``[tool.gpu_proof.modes.<mode>]``: only the bound signers or keys may claim that mode."""
+
+    modes: dict[str, ModeBinding]
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        receipt = signed.receipt
+        binding = self.modes.get(receipt.mode)
+        if binding is None:
+            return None
+        if binding.signers and not match_pattern_list(receipt.signer, ",".join(binding.signers)):
+            return Failure("mode-not-allowed", f"signer {printable(receipt.signer)!r} may not claim mode "
+                                               f"{receipt.mode} (modes.{receipt.mode}.signers)")
+        if binding.key_fingerprints and receipt.key_fingerprint not in binding.key_fingerprints:
+            return Failure("mode-not-allowed", f"key {printable(receipt.key_fingerprint)} may not claim mode "
+                                               f"{receipt.mode} (modes.{receipt.mode}.key_fingerprints)")
+        return None
+
+
+@dataclass
 class RunConditions:
     """Mode, GPU presence and cleanliness the policy demands."""
 
@@ -610,7 +631,7 @@ class Verifier:
             self.trust, InScope(scope.shard), TestsPassed(),
             SkipsAllowed(policy.allow_skipped, policy.expected_skips, scope.shard is not None),
             Fresh(self.repo, self.now, policy.max_age_days),
-            SignerNarrowed(policy.signers, policy.key_fingerprints),
+            SignerNarrowed(policy.signers, policy.key_fingerprints), ModeAllowed(policy.modes),
             RunConditions(policy.require_mode, policy.require_gpu, policy.require_clean),
         ]
         if policy.require_gpu_use:

@@ -26,7 +26,7 @@ ALICE = "alice@example.com"
 CI_PRINCIPAL = "ci-gpu@example.org"
 
 # docs/ci.md, "The check": the one command a CPU-only CI job runs.
-CI_VERIFY = ("verify", "--fetch", "origin", "--trust-ref", "origin/main", "HEAD")
+CI_VERIFY = ("verify", "--fetch", "origin", "--trust-ref", "refs/remotes/origin/main", "HEAD")
 # docs/ci.md, GPU runner: write the key from the secret into a file created 0600.
 WRITE_KEY = "\n".join([
     'key="$RUNNER_TEMP/gpu-proof-key"',
@@ -76,7 +76,7 @@ def change_kernel(root: Path, body: str = "return a + b + 0", message: str = "ke
 def ci_verify_json(clone: Path, rev: str = "HEAD", trust_ref: bool = True) -> tuple[int, dict]:
     args = ["verify", "--json", "--fetch", "origin"]
     if trust_ref:
-        args += ["--trust-ref", "origin/main"]
+        args += ["--trust-ref", "refs/remotes/origin/main"]
     result = gp(clone, *args, rev)
     assert result.returncode in (0, 1), result.stdout + result.stderr
     return result.returncode, json.loads(result.stdout)
@@ -142,7 +142,7 @@ def test_developer_is_refused_then_runs_and_pushes_and_a_fresh_clone_verifies(wo
 
     ci = fresh_clone(world, "ci")
     assert not has_ref(ci, NOTES_REF), "a fresh clone has no receipts of its own"
-    without_fetch = gp(ci, "verify", "--trust-ref", "origin/main", "HEAD")
+    without_fetch = gp(ci, "verify", "--trust-ref", "refs/remotes/origin/main", "HEAD")
     assert without_fetch.returncode == 1 and "unvalidated" in without_fetch.stdout
 
     check = gp(ci, *CI_VERIFY)
@@ -208,7 +208,9 @@ def test_a_same_tree_ancestor_validates_only_when_the_history_is_there(world):
 # -- pull requests cannot pick their own trust roots or policy ---------------------------------
 
 
-def test_pr_that_trusts_its_own_key_is_rejected_with_trust_ref(world):
+def self_signed_pull_request(world: World) -> Path:
+    """A pull request that adds its author's key to allowed_signers and signs its own receipt;
+    returns a CI clone with it checked out."""
     contributor = world.clone("contributor", hook=False)
     git(contributor, "switch", "-q", "-c", "pr")
     mallory = generate_key(world.root / "keys", "ed25519", "mallory")
@@ -217,9 +219,13 @@ def test_pr_that_trusts_its_own_key_is_rejected_with_trust_ref(world):
     change_kernel(contributor, "return a - -b", "kernel change, self-signed")
     attach_receipt(contributor, mallory, principal="mallory@example.com")
     assert gp(contributor, "push", "origin", "pr").returncode == 0
-
     ci = fresh_clone(world, "ci")
     git(ci, "switch", "-q", "--detach", "origin/pr")
+    return ci
+
+
+def test_pr_that_trusts_its_own_key_is_rejected_with_trust_ref(world):
+    ci = self_signed_pull_request(world)
     code, report = ci_verify_json(ci)
     assert code == 1 and report["ok"] is False
     assert "signer-not-allowed" in reason_codes(report)
@@ -280,7 +286,7 @@ def test_trust_ref_must_be_present_in_the_clone(world):
     git(ci, "update-ref", "-d", "refs/remotes/origin/main")
     git(ci, "checkout", "-q", "--detach", "main")
     missing = gp(ci, *CI_VERIFY)
-    assert missing.returncode == 2 and "unknown revision 'origin/main'" in missing.stderr
+    assert missing.returncode == 2 and "--trust-ref refs/remotes/origin/main: no such ref" in missing.stderr
     git(ci, "fetch", "-q", "--no-tags", "origin", "+refs/heads/main:refs/remotes/origin/main")
     assert has_ref(ci, "refs/remotes/origin/main")
     assert gp(ci, *CI_VERIFY).returncode == 1  # found now; no receipts yet, so unvalidated, not 2
@@ -458,3 +464,54 @@ def test_forced_notes_refspec_loses_local_receipts_and_doctor_flags_it(world):
     git(dev, "fetch", "-q", "origin")
     note = git(dev, "notes", "--ref=gpu-proof", "show", "HEAD")
     assert "signer: bob@example.com" in note and mine.text.strip() not in note, "overwritten by the fetch"
+
+
+# -- the trusted ref is exactly one ref ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shadow", ["refs/tags/origin/main", "refs/heads/origin/main"])
+def test_a_tag_or_branch_named_like_the_trusted_ref_cannot_replace_it(world, shadow):
+    ci = self_signed_pull_request(world)
+    git(ci, "update-ref", shadow, "HEAD")  # the pull request's own commit, under the trusted name
+    short = gp(ci, "verify", "--fetch", "origin", "--trust-ref", "origin/main", "HEAD")
+    assert short.returncode == 2, short.stdout + short.stderr
+    assert "ambiguous" in short.stderr and shadow in short.stderr and "refs/remotes/origin/main" in short.stderr
+    code, report = ci_verify_json(ci)  # the full name: main's allowed_signers
+    assert code == 1 and "signer-not-allowed" in reason_codes(report)
+
+
+@pytest.mark.parametrize("name, says", [
+    ("origin/main~1", "not a ref name or commit id"),
+    ("--output=x", "not a ref name or commit id"),
+    ("refs/remotes/origin/nope", "no such ref"),
+    ("nope", "no ref by that name"),
+    ("abc1234", "an abbreviated commit id is not accepted"),
+])
+def test_trust_refs_that_are_not_one_ref_are_refused(world, name, says):
+    ci = fresh_clone(world, "ci")
+    refused = gp(ci, "verify", "--trust-ref", name, "HEAD")
+    assert refused.returncode == 2 and says in refused.stderr, refused.stderr
+
+
+def test_a_full_commit_id_is_a_trust_ref(world):
+    ci = fresh_clone(world, "ci")
+    main = git(ci, "rev-parse", "refs/remotes/origin/main")
+    assert gp(ci, "verify", "--trust-ref", main, "HEAD").returncode == 1  # found: unvalidated, not 2
+
+
+def test_receipt_fetches_bring_no_tags_and_refuse_option_like_remotes(world):
+    maintainer = world.clone("maintainer", hook=False)
+    attach_receipt(maintainer, world.key(ALICE))
+    assert gp(maintainer, "push", "origin").returncode == 0
+    git(maintainer, "tag", "origin/main", NOTES_REF)  # a tag that points into the notes history
+    git(maintainer, "push", "-q", "origin", "refs/tags/origin/main")
+
+    ci = fresh_clone(world, "ci", "--no-tags")
+    assert gp(ci, "fetch", "origin").returncode == 0
+    assert not has_ref(ci, "refs/tags/origin/main")
+    marker = world.root / "pwned"
+    for command in (("fetch", "--", f"--upload-pack=touch {marker}"),
+                    ("verify", "--fetch", f"--upload-pack=touch {marker}")):
+        refused = gp(ci, *command)
+        assert refused.returncode == 2 and "cannot start with '-'" in refused.stderr, refused.stderr
+    assert not marker.exists()

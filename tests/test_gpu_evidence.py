@@ -407,3 +407,22 @@ def test_require_gpu_kernels_refuses_receipts_that_contradict_themselves(project
     project.attach(tests=[MATMUL], gpu_use=[record()], **extra)
     verdict = project.verify(policy=KERNEL_POLICY)
     assert codes(verdict) == ["gpu-no-kernels"] and says in verdict.reasons[0].message
+
+
+def test_a_pull_request_cannot_shrink_the_required_tests_manifest_under_trust_ref(cli_project):
+    from tests.helpers import git
+
+    root = cli_project.root
+    policy = ('[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n'
+              'required_tests = ".gpu-proof/required-tests.txt"\n')
+    write_files(root, {"pyproject.toml": policy,
+                       ".gpu-proof/required-tests.txt": f"{MATMUL.nodeid}\n{FALLBACK.nodeid}\n"})
+    commit_all(root, "main requires both tests")
+    git(root, "branch", "protected")
+    write_files(root, {".gpu-proof/required-tests.txt": f"{MATMUL.nodeid}\n"})
+    commit_all(root, "pull request drops one")
+    cli_project.attach(tests=[MATMUL])
+    assert gp(root, "verify").returncode == 0  # the working tree's own manifest
+    trusted = gp(root, "verify", "--trust-ref", "refs/heads/protected", "--json")
+    assert trusted.returncode == 1
+    assert [r["code"] for r in json.loads(trusted.stdout)["results"][0]["reasons"]] == ["required-tests"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -158,7 +159,8 @@ def test_verify_flags_accept_and_reject(cli_project, tmp_path):
     both = gp(root, "verify", "--allow-skipped", "--expected-skips", str(baseline))
     assert both.returncode == 2 and "exclude each other" in both.stderr
     assert gp(root, "verify", "--allow-skipped", "--require-gpu").returncode == 1
-    assert gp(root, "verify", "--allow-skipped", "--require-mode", "ci-gpu").returncode == 1
+    unbound = gp(root, "verify", "--allow-skipped", "--require-mode", "ci-gpu")
+    assert unbound.returncode == 2 and "needs [tool.gpu_proof.modes.ci-gpu]" in unbound.stderr
     assert gp(root, "verify", "--allow-skipped", "--max-age-days", "-1").returncode == 2
     bad_mode = gp(root, "verify", "--require-mode", "cloud")
     assert bad_mode.returncode == 2 and "require_mode must be one of" in bad_mode.stderr
@@ -186,3 +188,46 @@ def test_the_hook_applies_the_same_policy(cli_project):
     line = f"refs/heads/main {sha} refs/heads/main {'0' * 40}\n"
     refused = gp(cli_project.root, "hook", "pre-push", "nowhere", input=line)
     assert refused.returncode == 1 and "skipped" in refused.stderr
+
+
+# -- modes are bound to keys -------------------------------------------------------------------
+
+def test_a_mode_claim_counts_only_from_the_keys_bound_to_it(project, keygen):
+    from gitproof.policy import ModeBinding
+
+    bound = replace(POLICY, require_mode="ci-gpu",
+                    modes={"ci-gpu": ModeBinding("ci-gpu", key_fingerprints=[project.key.fingerprint])})
+    project.attach(mode="ci-gpu")
+    assert project.verify(policy=bound).ok
+    by_name = replace(POLICY, modes={"ci-gpu": ModeBinding("ci-gpu", signers=["ci-*@example.org"])})
+    verdict = project.verify(policy=by_name)  # alice claims ci-gpu; only ci-* may, require_mode or not
+    assert codes(verdict) == ["mode-not-allowed"]
+    assert "may not claim mode ci-gpu (modes.ci-gpu.signers)" in verdict.reasons[0].message
+
+
+def test_mode_bindings_in_pyproject_are_checked_on_the_command_line(cli_project):
+    root = cli_project.root
+    cli_project.attach(tests=[PASS], mode="ci-gpu")
+    base = '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\nrequire_mode = "ci-gpu"\n'
+    write_files(root, {"pyproject.toml": base + '[tool.gpu_proof.modes.ci-gpu]\nsigners = ["ci@example.org"]\n'})
+    refused = gp(root, "verify", "--json")
+    assert refused.returncode == 1
+    assert [r["code"] for r in json.loads(refused.stdout)["results"][0]["reasons"]] == ["mode-not-allowed"]
+    write_files(root, {"pyproject.toml": base + '[tool.gpu_proof.modes.ci-gpu]\nsigners = ["alice@example.com"]\n'})
+    assert gp(root, "verify").returncode == 0
+
+
+@pytest.mark.parametrize("table, says", [
+    ('require_mode = "ci-gpu"\n', "require_mode = 'ci-gpu' needs [tool.gpu_proof.modes.ci-gpu]"),
+    ('[tool.gpu_proof.modes.cloud]\nsigners = ["x"]\n', "unknown mode 'cloud'"),
+    ('[tool.gpu_proof.modes.ci-gpu]\n', "needs signers = [...] and/or key_fingerprints"),
+    ('[tool.gpu_proof.modes.ci-gpu]\nsigners = []\n', "needs signers = [...] and/or key_fingerprints"),
+    ('[tool.gpu_proof.modes.ci-gpu]\nkeys = ["x"]\n', "unknown key 'keys' in modes.ci-gpu"),
+    ('[tool.gpu_proof.modes.ci-gpu]\nkey_fingerprints = ["MD5:x"]\n', "SHA256:"),
+    ('[tool.gpu_proof.modes.ci-gpu]\nsigners = "ci@example.org"\n', "needs signers = [...]"),
+])
+def test_malformed_mode_bindings_are_policy_errors(table, says):
+    from gitproof.policy import PolicyError, policy_from_toml
+
+    with pytest.raises(PolicyError, match=re.escape(says)):
+        policy_from_toml("[tool.gpu_proof]\n" + table, "pyproject.toml")

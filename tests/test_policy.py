@@ -70,7 +70,8 @@ def test_policy_can_be_read_from_a_revision_without_checkout(repo: Path):
 def test_layers_flags_over_policy_file_over_pyproject_over_defaults(tmp_path):
     base = policy_from_toml('[tool.gpu_proof]\nmax_age_days = 10\nrequire_gpu = true\n', "pyproject.toml")
     policy_file = tmp_path / "policy.json"
-    policy_file.write_text('{"max_age_days": 5, "require_mode": "ci-gpu"}')
+    policy_file.write_text('{"max_age_days": 5, "require_mode": "ci-gpu", '
+                           '"modes": {"ci-gpu": {"signers": ["ci@example.org"]}}}')
     layered = base.overridden(read_policy_file(policy_file), str(policy_file))
     assert (layered.max_age_days, layered.require_mode, layered.require_gpu) == (5, "ci-gpu", True)
     flagged = layered.overridden({"max_age_days": 0, "require_mode": None}, "command line")

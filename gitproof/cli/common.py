@@ -49,6 +49,21 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
         fail(f"unknown revision {rev!r}")
 
 
+def trusted_commit(repo: pygit2.Repository, name: str | None) -> str | None:
+    """The one full ref (or commit id) ``--trust-ref NAME`` stands for; exit 2 when ambiguous.
+
+    The full name is what every trust input is then read through, and what messages show.
+    """
+    if name is None:
+        return None
+    from gitproof.refs import TrustRefError, resolve_trust_ref
+
+    try:
+        return resolve_trust_ref(repo, name).describe()
+    except TrustRefError as exc:
+        fail(str(exc))
+
+
 def warn_about_trust(verifier) -> None:
     for warning in verifier.trust.warnings:
         typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, err=True)

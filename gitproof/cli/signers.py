@@ -10,7 +10,7 @@ import pygit2
 import typer
 
 from gitproof.allowed_signers import AllowedSigner, AllowedSigners, match_pattern_list, read_key
-from gitproof.cli.common import emit_json, errors_as_exit, fail
+from gitproof.cli.common import emit_json, errors_as_exit, fail, trusted_commit
 from gitproof.github_keys import (NAMESPACE, GitHubKeysError, GitHubSource, check_base_url, fetch_keys,
                                   is_valid_username, keys_url, parse_keys, username_problem)
 from gitproof.policy import Policy, load_policy
@@ -241,6 +241,7 @@ def list_command(
     repo = _find_repo()
     if repo is None:
         fail(f"{Path.cwd()} is not inside a git repository")
+    trust_ref = trusted_commit(repo, trust_ref)
     with errors_as_exit():
         policy = load_policy(repo, trust_ref)
         trust = load_trust(repo, policy, trust_rev=trust_ref)

@@ -8,7 +8,7 @@ import pygit2
 import typer
 
 from gitproof.cli.common import (EXIT_OK, EXIT_UNVALIDATED, emit_json, errors_as_exit,
-                                 open_repo, resolve_commit, warn_about_trust)
+                                 open_repo, resolve_commit, trusted_commit, warn_about_trust)
 from gitproof.cli.describe import commit_line
 from gitproof.policy import MODES, Policy, load_policy, read_node_ids, read_policy_file
 from gitproof.sync import fetch
@@ -69,8 +69,7 @@ def command(
     repo = open_repo()
     revs = revs or ["HEAD"]
     commits = [(rev, resolve_commit(repo, rev)) for rev in revs]
-    if trust_ref:
-        resolve_commit(repo, trust_ref)
+    trust_ref = trusted_commit(repo, trust_ref)  # one commit, read once: names cannot change under us
     flags = {
         "allow_skipped": allow_skipped or None, "max_age_days": max_age_days,
         "allow_unsigned": allow_unsigned or None, "require_gpu": require_gpu or None,
