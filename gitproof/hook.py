@@ -187,3 +187,31 @@ class PushCheck:
 def notes_ref_in_push(updates: list[RefUpdate], notes_ref: str) -> bool:
     """True when the outer push already carries the notes ref itself."""
     return any(u.remote_ref == notes_ref and not u.is_deletion for u in updates)
+
+
+def receipts_lost(repo: pygit2.Repository, updates: list[RefUpdate], notes_ref: str) -> list[str]:
+    """What a push of the notes ref would take from the remote, one sentence each; [] when nothing.
+
+    A deletion, or a replacement that lacks receipts the remote has (a forced push of an
+    older or rewritten notes ref), loses receipts for everyone who fetches afterwards.
+    """
+    from gitproof.sync import missing_entries
+
+    losses = []
+    for update in updates:
+        if update.remote_ref != notes_ref or not update.remote_known:
+            continue
+        if update.is_deletion:
+            losses.append(f"it deletes {notes_ref} on the remote, and every receipt in it")
+        elif update.remote_sha not in repo or update.local_sha not in repo:
+            losses.append(f"it replaces {notes_ref} on the remote with receipts never merged with the "
+                          "remote's own; run `git gpu-proof fetch` first, then push again")
+        else:
+            lost = missing_entries(repo, repo[update.local_sha].peel(pygit2.Commit),
+                                   repo[update.remote_sha].peel(pygit2.Commit))
+            if lost:
+                where = ", ".join(commit[:10] for commit in sorted(lost)[:5])
+                more = f" (+{len(lost) - 5} more)" if len(lost) > 5 else ""
+                losses.append(f"it drops {sum(lost.values())} receipt(s) the remote has, on {where}{more}; "
+                              "run `git gpu-proof fetch` to merge them, then push again")
+    return losses

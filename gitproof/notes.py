@@ -173,6 +173,27 @@ def walk_notes_tree(tree: pygit2.Tree, prefix: str, path: str) -> dict[str, tupl
     return found
 
 
+def is_note_path(path: str) -> bool:
+    """``ab/cdef...`` or a flat id: hex fan-out folders of two digits, then the rest of the id."""
+    *folders, name = path.split("/")
+    return (all(len(f) == 2 and _HEX_NAME.match(f) for f in folders) and bool(_HEX_NAME.match(name))
+            and len(name) + 2 * len(folders) in (40, 64))
+
+
+def is_notes_tree(tree: pygit2.Tree, depth: int = 0) -> bool:
+    """Only notes: blobs named by a full object id, under two-hex-digit fan-out folders."""
+    for entry in tree:
+        name = entry.name
+        if not _HEX_NAME.match(name):
+            return False
+        if entry.type_str == "tree":
+            if len(name) != 2 or depth >= 30 or not is_notes_tree(entry, depth + 1):
+                return False
+        elif entry.type_str != "blob" or len(name) + 2 * depth not in (40, 64):
+            return False
+    return True
+
+
 def tree_with_note(repo: pygit2.Repository, root: pygit2.Tree | None, path: str,
                     data: bytes) -> pygit2.Oid:
     blob = repo.create_blob(data)

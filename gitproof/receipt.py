@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 
 MAGIC = "gpu-proof receipt v1"
+MAGIC_PREFIX = "gpu-proof receipt v"  # any version's first line
 SIG_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 SIG_END = "-----END SSH SIGNATURE-----"
 UNSIGNED_TRAILER = "-----UNSIGNED RECEIPT-----"
@@ -552,8 +553,9 @@ def split_note(text: str) -> Iterator[tuple[str, str]]:
 
 
 def _next_magic(lines: list[str], start: int) -> int:
+    """Where the next receipt of any version starts (so a newer one stays an entry of its own)."""
     for j in range(start, len(lines)):
-        if lines[j].rstrip("\n") == MAGIC:
+        if lines[j].startswith(MAGIC_PREFIX):
             return j
     return len(lines)
 
@@ -593,6 +595,27 @@ def join_note(existing: bytes, addition: SignedReceipt) -> bytes:
         return added
     separator = b"" if existing.endswith(b"\n\n") else (b"\n" if existing.endswith(b"\n") else b"\n\n")
     return existing + separator + added
+
+
+def raw_entries(data: bytes) -> list[bytes]:
+    """A note's entries as their exact bytes: receipts, and text that is not one (a newer
+    format's receipt, say). Blank lines between entries are left out.
+
+    Latin-1 maps each byte to one character and back, so the split works on any bytes and
+    gives back exactly what was stored.
+    """
+    return [(payload + signature).encode("latin-1")
+            for payload, signature in split_note(data.decode("latin-1"))]
+
+
+def join_raw(existing: bytes, addition: bytes) -> bytes:
+    """Append an entry's exact bytes to a note, as :func:`join_note` does for a receipt."""
+    if not addition.endswith(b"\n"):
+        addition += b"\n"
+    if not existing:
+        return addition
+    separator = b"" if existing.endswith(b"\n\n") else (b"\n" if existing.endswith(b"\n") else b"\n\n")
+    return existing + separator + addition
 
 
 def note_entries(data: bytes) -> list[NoteEntry]:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import pygit2
 
-from gitproof.notes import NOTES_REF, NotesStore, tree_with_note, walk_notes_tree
-from gitproof.receipt import join_note, note_entries
+from gitproof.notes import (NOTES_REF, NotesStore, is_note_path, is_notes_tree, tree_with_note,
+                            walk_notes_tree)
+from gitproof.receipt import MAGIC, join_raw, raw_entries
 
 TRACKING_PREFIX = "refs/remote-notes/"
 IN_SYNC_ENV = "GITPROOF_SYNC"  # set while gitproof itself pushes, so hooks stand aside
@@ -102,12 +103,19 @@ def merge(repo: pygit2.Repository, source_ref: str, store: NotesStore | None = N
     source = repo.references.get(source_ref)
     if source is None:
         return MergeResult(source_ref, "none")
-    theirs = source.peel(pygit2.Commit)
+    try:
+        theirs = source.peel(pygit2.Commit)
+    except (ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        raise SyncError(f"{source_ref} does not point at a notes commit (it names a "
+                        f"{repo[source.target].type_str}); nothing was merged, local receipts are untouched") from None
     while True:
         ours = store.tip()
         if ours is not None and (ours.id == theirs.id or repo.descendant_of(ours.id, theirs.id)):
             return MergeResult(source_ref, "up-to-date")
-        if ours is None or repo.descendant_of(theirs.id, ours.id):
+        _check_notes_history(repo, theirs, ours, source_ref)
+        # A fast-forward only when it loses nothing: a remote that removed receipts (plain
+        # `git notes remove` and a push) must not take them from us; the merge restores them.
+        if ours is None or (repo.descendant_of(theirs.id, ours.id) and _holds_all(repo, theirs, ours)):
             if store.compare_and_swap(ours.id if ours else None, theirs.id,
                                       f"gpu-proof: fast-forward to {source_ref}"):
                 return MergeResult(source_ref, "fast-forward")
@@ -141,18 +149,72 @@ def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commi
 
 def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob: str,
            commit_id: str, result: MergeResult) -> tuple[bytes, int]:
-    """Our note's bytes plus every readable receipt of theirs we do not have yet."""
+    """Our note's bytes plus every entry of theirs we do not have yet, byte for byte.
+
+    Entries this version cannot read (a newer format's receipts) are kept too:
+    they cannot validate anything here, but they are not ours to delete.
+    """
     data = repo[current[0]].data if current else b""
-    have = {e.signed.identity for e in note_entries(data) if e.signed}
+    have = {_identity(entry) for entry in raw_entries(data)}
     added = 0
-    for entry in note_entries(repo[their_blob].data):
-        if entry.signed is None:
-            result.bad_entries.append(f"{commit_id[:10]}: {entry.error}")
-        elif entry.signed.identity not in have:
-            data = join_note(data, entry.signed)
-            have.add(entry.signed.identity)
-            added += 1
+    for entry in raw_entries(repo[their_blob].data):
+        if _identity(entry) in have:
+            continue
+        data = join_raw(data, entry)
+        have.add(_identity(entry))
+        added += 1
+        if not entry.startswith(MAGIC.encode()):
+            result.bad_entries.append(f"{commit_id[:10]}: kept an entry this version cannot read")
     return data, added
+
+
+def _changes_only_notes(repo: pygit2.Repository, commit: pygit2.Commit) -> bool:
+    deltas = repo.diff(commit.parents[0].tree, commit.tree).deltas
+    return all(is_note_path(delta.new_file.path) and is_note_path(delta.old_file.path) for delta in deltas)
+
+
+def _identity(entry: bytes) -> bytes:
+    return hashlib.sha256(entry.rstrip()).digest()
+
+
+def _receipts(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, set[bytes]]:
+    """Every entry in a notes tree, by commit id."""
+    return {commit: {_identity(e) for e in raw_entries(repo[blob].data)}
+            for commit, (blob, _) in walk_notes_tree(tree, "", "").items()}
+
+
+def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2.Commit) -> dict[str, int]:
+    """How many entries of ``source``'s notes each commit would lose if ``kept`` replaced them.
+
+    Cheap when the tree diff from ``source`` to ``kept`` only adds notes, the usual case.
+    """
+    if not any(delta.status_char() in ("D", "M", "R", "T")
+               for delta in repo.diff(source.tree, kept.tree).deltas):
+        return {}
+    had, has = _receipts(repo, source.tree), _receipts(repo, kept.tree)
+    lost = {commit: len(entries - has.get(commit, set())) for commit, entries in had.items()}
+    return {commit: n for commit, n in lost.items() if n}
+
+
+def _holds_all(repo: pygit2.Repository, theirs: pygit2.Commit, ours: pygit2.Commit) -> bool:
+    return not missing_entries(repo, theirs, ours)
+
+
+def _check_notes_history(repo: pygit2.Repository, theirs: pygit2.Commit, ours: pygit2.Commit | None,
+                         source_ref: str) -> None:
+    """Every commit we would take in must be a notes commit: a tree of notes, nothing else.
+
+    The tip's tree is checked whole; each other new commit by what it changed against its
+    first parent (git's own tree diff, so a long history costs little).
+    """
+    walker = repo.walk(theirs.id)
+    if ours is not None:
+        walker.hide(ours.id)
+    for commit in walker:
+        if not (is_notes_tree(commit.tree) if commit.id == theirs.id or not commit.parents
+                else _changes_only_notes(repo, commit)):
+            raise SyncError(f"{source_ref} is not a notes history: commit {str(commit.id)[:10]} holds "
+                            "files that are not notes; nothing was merged, local receipts are untouched")
 
 
 @dataclass

@@ -248,3 +248,36 @@ def test_tip_is_compared_with_the_remote_ref_not_any_older_base(world, clone):
     change_docs(clone, "back to the old kernel\n", "docs on the old kernel")
     result = push(clone, "--force", "origin", "main")
     assert result.returncode != 0 and "push refused" in result.stderr
+
+
+# -- a push never takes receipts from the remote --------------------------------------------------
+
+def test_deleting_the_remote_notes_ref_is_refused(world, clone):
+    attach_receipt(clone, world.key("alice@example.com"))
+    assert gp(clone, "push", "origin", NOTES_REF).returncode == 0
+    on_remote = remote_has(world, NOTES_REF)
+    refused = push(clone, "origin", f":{NOTES_REF}")
+    assert refused.returncode != 0
+    assert "push refused: it would lose receipts on origin" in refused.stderr
+    assert f"it deletes {NOTES_REF} on the remote" in refused.stderr
+    assert remote_has(world, NOTES_REF) == on_remote
+
+
+def test_a_forced_push_of_notes_lacking_the_remotes_receipts_is_refused(world, clone):
+    other = world.clone("other", "bob@example.com")
+    attach_receipt(other, world.key("bob@example.com"), principal="bob@example.com")
+    assert gp(other, "push", "origin", NOTES_REF).returncode == 0
+    on_remote = remote_has(world, NOTES_REF)
+    attach_receipt(clone, world.key("alice@example.com"))  # never merged with bob's
+    git(clone, "fetch", "-q", "origin", f"+{NOTES_REF}:refs/remote-notes/origin/gpu-proof")
+    refused = push(clone, "--force", "origin", NOTES_REF)
+    assert refused.returncode != 0
+    assert "it drops 1 receipt(s) the remote has" in refused.stderr and "git gpu-proof fetch" in refused.stderr
+    assert remote_has(world, NOTES_REF) == on_remote
+    from gitproof.hook import RefUpdate, receipts_lost
+
+    repo = pygit2.Repository(str(clone))
+    blind = RefUpdate(NOTES_REF, git(clone, "rev-parse", NOTES_REF), NOTES_REF, "f" * 40)
+    assert "never merged with the remote's own" in receipts_lost(repo, [blind], NOTES_REF)[0]
+    assert gp(clone, "fetch", "origin").returncode == 0
+    assert push(clone, "origin", NOTES_REF).returncode == 0  # merged: nothing lost, accepted

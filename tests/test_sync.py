@@ -152,9 +152,76 @@ def test_garbage_and_foreign_notes_on_the_remote_do_not_break_anything(world):
     attach_receipt(a, world.key("alice@example.com"))
     result = fetch(pygit2.Repository(str(a)), "origin")
     assert result.kind == "merge" and len(result.bad_entries) >= 1
-    assert any("not a receipt" in bad for bad in result.bad_entries)
+    assert any("kept an entry this version cannot read" in bad for bad in result.bad_entries)
+    repo = pygit2.Repository(str(a))
+    junk_note = repo[NotesStore(repo).tip().tree[git(a, "rev-parse", "origin/main")].id].data
+    assert junk_note == junk.read_bytes()  # not ours to read, not ours to delete: kept byte for byte
     verify = gp(a, "verify", "HEAD", "origin/main")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     show = gp(a, "show", "origin/main~0")
     assert "Traceback" not in show.stderr
     assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+
+
+# -- sync never loses a receipt -----------------------------------------------------------------
+
+def note_bytes(root: Path, rev: str = "HEAD") -> bytes:
+    return subprocess.run(["git", "notes", "--ref=gpu-proof", "show", rev], cwd=root, capture_output=True,
+                          check=True).stdout
+
+
+def test_a_receipt_removed_on_the_remote_by_plain_git_comes_back(world):
+    a = world.clone("a", hook=False)
+    attach_receipt(a, world.key("alice@example.com"))
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    kept = note_bytes(a)
+    vandal = world.clone("vandal", hook=False)
+    git(vandal, "fetch", "-q", "origin", f"{NOTES_REF}:{NOTES_REF}")
+    git(vandal, "notes", "--ref=gpu-proof", "remove", "HEAD")
+    git(vandal, "push", "-q", "origin", NOTES_REF)  # a fast-forward: no force needed
+    assert git(world.remote, "notes", "--ref=gpu-proof", "list", check=False) == ""
+
+    result = fetch(pygit2.Repository(str(a)), "origin")
+    assert result.kind == "merge", result.describe()  # not a fast-forward to the loss
+    assert note_bytes(a) == kept
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    assert git(world.remote, "notes", "--ref=gpu-proof", "show", "HEAD").encode() + b"\n" == kept
+
+
+FUTURE = (b"gpu-proof receipt v2\nverdict: passed\nsomething: new\n-----BEGIN SSH SIGNATURE-----\n"
+          b"U1NIU0lH\n-----END SSH SIGNATURE-----\n")
+
+
+def test_a_receipt_of_a_newer_format_is_kept_byte_for_byte_through_merge_and_push(world):
+    newer = world.clone("newer", hook=False)
+    attach_receipt(newer, world.key("alice@example.com"))
+    note = world.root / "future.txt"
+    note.write_bytes(note_bytes(newer) + b"\n" + FUTURE)
+    git(newer, "notes", "--ref=gpu-proof", "add", "-f", "-F", str(note), "HEAD")
+    git(newer, "push", "-q", "origin", NOTES_REF)
+
+    older = world.clone("older", "bob@example.com", hook=False)
+    attach_receipt(older, world.key("bob@example.com"), principal="bob@example.com")
+    result = fetch(pygit2.Repository(str(older)), "origin")
+    assert result.kind == "merge"
+    assert FUTURE in note_bytes(older) and signers_on(older) == ["alice@example.com", "bob@example.com"]
+    assert push_notes(pygit2.Repository(str(older)), "origin").pushed
+    on_remote = subprocess.run(["git", "notes", "--ref=gpu-proof", "show", "HEAD"], cwd=world.remote,
+                               capture_output=True, check=True).stdout
+    assert FUTURE in on_remote
+
+
+@pytest.mark.parametrize("target", ["blob", "code commit"])
+def test_a_remote_notes_ref_that_is_not_notes_is_an_error_and_touches_nothing(world, target):
+    a = world.clone("a", hook=False)
+    attach_receipt(a, world.key("alice@example.com"))
+    before = git(a, "rev-parse", NOTES_REF)
+    thing = (git(world.remote, "hash-object", "-w", "--stdin", input="not notes\n") if target == "blob"
+             else git(world.remote, "rev-parse", "refs/heads/main"))
+    git(world.remote, "update-ref", NOTES_REF, thing)
+    with pytest.raises(SyncError) as refused:
+        fetch(pygit2.Repository(str(a)), "origin")
+    assert "local receipts are untouched" in str(refused.value)
+    assert git(a, "rev-parse", NOTES_REF) == before
+    via_cli = gp(a, "fetch", "origin")
+    assert via_cli.returncode == 2 and "Traceback" not in via_cli.stderr and "not" in via_cli.stderr

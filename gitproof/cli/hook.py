@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Callable
 
-from gitproof.hook import (CHECK_MODES, HookInputError, HookResult, PushCheck, notes_ref_in_push,
+from gitproof.hook import (CHECK_MODES, HookInputError, HookResult, PushCheck, notes_ref_in_push, receipts_lost,
                            parse_updates, updates_from_pre_commit_env)
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -45,6 +45,14 @@ def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
     verifier = open_verifier(repo)
     for warning in verifier.trust.warnings:
         _say(f"gpu-proof: warning: {warning}")
+    losses = receipts_lost(repo, updates, NOTES_REF)
+    if losses:
+        _say(_red(f"gpu-proof: push refused: it would lose receipts on {remote}"))
+        for loss in losses:
+            _say(f"  {loss}")
+        _say("(`git push --no-verify` skips this check, but clones that hold these receipts "
+             "will push them back.)")
+        return EXIT_REFUSED
     policy = verifier.policy
     result = PushCheck(repo, verifier, remote, mode or policy.push_check, tuple(policy.push_refs)).run(updates)
     if not result.ok:
