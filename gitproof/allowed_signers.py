@@ -28,6 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
+from gitproof.files import UnreadableFile, read_regular
 from gitproof.signatures import (
     CERT_SUFFIX,
     SignatureError,
@@ -398,10 +399,9 @@ class AllowedSigners:
     def from_file(cls, path: Path | str, strict: bool = False) -> AllowedSigners:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError as exc:
-            message = f"cannot read allowed signers file: {exc.strerror}"
-            raise AllowedSignersError(message, str(path)) from None
+            text = read_regular(path, "allowed signers file").decode("utf-8", errors="surrogateescape")
+        except UnreadableFile as exc:
+            raise AllowedSignersError(str(exc)) from None
         return cls.from_text(text, str(path), strict)
 
     def _candidates(self, sig: SshSignature) -> list[tuple[AllowedSigner, bool]]:
@@ -492,7 +492,10 @@ class RevokedKeys:
         if not path.is_file():
             raise AllowedSignersError(
                 f"revocation file {path} (configured in gpg.ssh.revocationFile) does not exist")
-        data = path.read_bytes()
+        try:
+            data = read_regular(path, "revocation file")
+        except UnreadableFile as exc:
+            raise AllowedSignersError(str(exc)) from None
         if data.startswith(KRL_MAGIC):
             return cls(source=str(path), path=path, is_krl=True)
         revoked = cls.from_text(data.decode("utf-8", "surrogateescape"), str(path))

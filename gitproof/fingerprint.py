@@ -6,10 +6,13 @@ committed now: tracked changes plus untracked files that are not ignored.
 """
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
+
+from gitproof.git import lookup
 
 Trees = dict[str, str | None]
 
@@ -50,6 +53,35 @@ def tree_trees(tree: pygit2.Tree, paths: list[str]) -> Trees:
 
 def commit_trees(repo: pygit2.Repository, commit: pygit2.Commit, paths: list[str]) -> Trees:
     return tree_trees(commit.tree, paths)
+
+
+def links_leaving(repo: pygit2.Repository, trees: Trees) -> list[str]:
+    """Symbolic links in the fingerprinted trees whose targets lie outside every fingerprint path.
+
+    A tree id covers a link's text, not what it points to: ``src/k.py -> ../lib/real.py``
+    lets the tested code change while the fingerprint stays the same. Links that stay
+    inside the fingerprint paths are fine, since their targets are covered too.
+    """
+    found: list[str] = []
+    for path, tree_id in trees.items():
+        tree = lookup(repo, tree_id) if tree_id else None
+        if isinstance(tree, pygit2.Tree):
+            _collect_links(repo, tree, path, list(trees), found)
+    return found
+
+
+def _collect_links(repo: pygit2.Repository, tree: pygit2.Tree, where: str, paths: list[str],
+                   found: list[str]) -> None:
+    for entry in tree:
+        name = f"{where}/{entry.name}"
+        if entry.filemode == pygit2.enums.FileMode.LINK:
+            target = repo[entry.id].data.decode("utf-8", errors="surrogateescape")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../") \
+                    or not _under(resolved, paths):
+                found.append(f"{name} -> {target}")
+        elif entry.type_str == "tree":
+            _collect_links(repo, repo[entry.id], name, paths, found)
 
 
 def require_some_present(trees: Trees) -> None:
@@ -181,7 +213,7 @@ def changed_fingerprint_paths(repo: pygit2.Repository, old: Trees, new: Trees) -
 
 
 def _diff_objects(repo: pygit2.Repository, path: str, before: str, after: str) -> list[str]:
-    old_obj, new_obj = repo.get(before), repo.get(after)
+    old_obj, new_obj = lookup(repo, before), lookup(repo, after)
     if not isinstance(old_obj, pygit2.Tree) or not isinstance(new_obj, pygit2.Tree):
         return [path]
     diff = repo.diff(old_obj, new_obj)

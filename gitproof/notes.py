@@ -13,7 +13,7 @@ import time
 
 import pygit2
 
-from gitproof.receipt import NoteEntry, SignedReceipt, join_note, note_entries
+from gitproof.receipt import MAX_NOTE_BYTES, NoteEntry, SignedReceipt, join_note, note_entries
 
 NOTES_REF = "refs/notes/gpu-proof"
 _HEX_NAME = re.compile(r"^[0-9a-f]+$")
@@ -77,8 +77,16 @@ class NotesStore:
             return []
         blob_id = entry[0]
         if blob_id not in self._parsed:
-            self._parsed[blob_id] = note_entries(self.repo[blob_id].data)
+            size = self.blob_size(blob_id)
+            self._parsed[blob_id] = (
+                [NoteEntry(None, f"the note is {size} bytes, over the {MAX_NOTE_BYTES}-byte limit; not read",
+                           0, "note-too-large")]
+                if size > MAX_NOTE_BYTES else note_entries(self.repo[blob_id].data))
         return self._parsed[blob_id]
+
+    def blob_size(self, blob_id: str) -> int:
+        """The note's size from the object header, without reading the note."""
+        return self.repo.odb.read_header(blob_id)[1]
 
     # -- writing -------------------------------------------------------------
 
@@ -88,7 +96,8 @@ class NotesStore:
             tip = self.tip()
             existing = _existing_note(tip, commit_id)
             data = existing[0] if existing else b""
-            if any(e.signed and e.signed.identity == signed.identity for e in note_entries(data)):
+            if len(data) <= MAX_NOTE_BYTES and any(
+                    e.signed and e.signed.identity == signed.identity for e in note_entries(data)):
                 return False
             path = existing[1] if existing else commit_id
             new_tree = tree_with_note(self.repo, tip.tree if tip else None, path, join_note(data, signed))

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import pygit2
 
 from gitproof.fingerprint import commit_trees
+from gitproof.git import lookup
 from gitproof.notes import NotesStore
 from gitproof.policy import Policy
-from gitproof.receipt import SignedReceipt, note_entries
+from gitproof.receipt import MAX_NOTE_BYTES, SignedReceipt, note_entries
 
 PENDING_PREFIX = "refs/gpu-proof/pending/"
 
@@ -45,8 +46,10 @@ class PendingStore:
         for ref in self.repo.references:
             if not ref.startswith(PENDING_PREFIX):
                 continue
-            blob = self.repo.references[ref].target
-            for entry in note_entries(self.repo[blob].data):
+            blob = lookup(self.repo, str(self.repo.references[ref].target))
+            if not isinstance(blob, pygit2.Blob) or blob.size > MAX_NOTE_BYTES:
+                continue  # not something gitproof wrote there: a pending receipt is one blob
+            for entry in note_entries(blob.data):
                 if entry.signed:
                     pending.append(PendingReceipt(ref, entry.signed))
         return pending

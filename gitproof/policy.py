@@ -16,6 +16,8 @@ from typing import Any
 
 import pygit2
 
+from gitproof.files import UnreadableFile, read_regular
+
 from gitproof.fingerprint import FingerprintError, normalize_path
 from gitproof.receipt import MODES
 
@@ -157,6 +159,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
 }
 _CHOICES = {"signer_source": SIGNER_SOURCES, "signer_mode": SIGNER_MODES,
             "require_mode": MODES, "push_check": PUSH_CHECKS}
+_MAX_SPAN = {"max_age_days": 36_500, "github_cache_minutes": 525_600}  # a century; a year
 _STRING_LISTS = ("signers", "key_fingerprints", "expected_skips", "push_refs", "required_shards")
 
 
@@ -188,6 +191,8 @@ def _normalized(key: str, value: Any, source: str) -> Any:
         return {name: _mode(name, spec, source) for name, spec in value.items()}
     if key in ("max_age_days", "github_cache_minutes") and value < 0:
         raise PolicyError(f"{source}: {key} must not be negative")
+    if key in ("max_age_days", "github_cache_minutes") and value > _MAX_SPAN[key]:
+        raise PolicyError(f"{source}: {key} must be at most {_MAX_SPAN[key]}, not {value}")
     if key == "push_refs" and not all(r.startswith("refs/") for r in value):
         raise PolicyError(f"{source}: push_refs must list ref patterns such as \"refs/heads/*\"")
     if key == "key_fingerprints" and not all(k.startswith("SHA256:") for k in value):
@@ -309,11 +314,11 @@ def node_ids_in(text: str) -> list[str]:
 
 def _read_text(path: Path, what: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_regular(path, what).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{path} is not UTF-8 text") from exc
-    except OSError as exc:
-        raise PolicyError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except UnreadableFile as exc:
+        raise PolicyError(str(exc)) from None
 
 
 def load_policy(repo: pygit2.Repository, rev: str | None = None) -> Policy:

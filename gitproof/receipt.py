@@ -15,6 +15,9 @@ from typing import Any, Iterator
 
 MAGIC = "gpu-proof receipt v1"
 MAGIC_PREFIX = "gpu-proof receipt v"  # any version's first line
+# A note larger than this is not read: 10 receipts of 5,000 tests each with kernel evidence
+# fit many times over, and a hostile 100 MB note would otherwise cost gigabytes to split.
+MAX_NOTE_BYTES = 32 * 1024 * 1024
 SIG_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 SIG_END = "-----END SSH SIGNATURE-----"
 UNSIGNED_TRAILER = "-----UNSIGNED RECEIPT-----"
@@ -57,7 +60,7 @@ def escape(value: str) -> str:
     return "".join(out)
 
 
-_INVISIBLE_RE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_INVISIBLE_RE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(value: str) -> str:
@@ -514,7 +517,7 @@ class NoteEntry:
     signed: SignedReceipt | None
     error: str | None
     index: int
-
+    code: str = "malformed"  # the failure code an unreadable entry gets
 
 def split_note(text: str) -> Iterator[tuple[str, str]]:
     """Split a note into (payload, armored signature) text pairs.
@@ -604,6 +607,8 @@ def raw_entries(data: bytes) -> list[bytes]:
     Latin-1 maps each byte to one character and back, so the split works on any bytes and
     gives back exactly what was stored.
     """
+    if len(data) > MAX_NOTE_BYTES:  # too large to split safely: one opaque entry, kept whole
+        return [data]
     return [(payload + signature).encode("latin-1")
             for payload, signature in split_note(data.decode("latin-1"))]
 

@@ -23,7 +23,8 @@ from typing import Any, Mapping
 import pygit2
 
 from gitproof import __version__, ci_context, gpu, signing
-from gitproof.fingerprint import FingerprintError, WorktreeState, require_some_present, worktree_state
+from gitproof.fingerprint import (FingerprintError, WorktreeState, links_leaving, require_some_present,
+                                  worktree_state)
 from gitproof.notes import NotesStore
 from gitproof.pending import PendingStore
 from gitproof.policy import Policy, Shard, load_policy, selects
@@ -112,6 +113,12 @@ def prepare(start: Path, options: RecordOptions,
         require_some_present(state.trees)
     except FingerprintError as exc:
         raise RecordError(str(exc) + (f" (shard {shard.name!r})" if shard else "")) from exc
+    leaving = links_leaving(repo, state.trees)
+    if leaving:
+        shown = ", ".join(leaving[:5]) + (f" (+{len(leaving) - 5} more)" if len(leaving) > 5 else "")
+        raise RecordError(f"symbolic links under the fingerprint paths lead outside them: {shown}. A "
+                          "receipt would not cover the code they lead to; replace each link with its "
+                          "file, or add the target's folder to fingerprint_paths")
     if options.unsigned:
         key, fingerprint = None, UNSIGNED_KEY
         principal = options.principal or _principal_or_unknown(repo)

@@ -155,13 +155,11 @@ def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob:
     they cannot validate anything here, but they are not ours to delete.
     """
     data = repo[current[0]].data if current else b""
-    have = {_identity(entry) for entry in raw_entries(data)}
     added = 0
     for entry in raw_entries(repo[their_blob].data):
-        if _identity(entry) in have:
+        if _holds(data, entry):
             continue
         data = join_raw(data, entry)
-        have.add(_identity(entry))
         added += 1
         if not entry.startswith(MAGIC.encode()):
             result.bad_entries.append(f"{commit_id[:10]}: kept an entry this version cannot read")
@@ -173,14 +171,16 @@ def _changes_only_notes(repo: pygit2.Repository, commit: pygit2.Commit) -> bool:
     return all(is_note_path(delta.new_file.path) and is_note_path(delta.old_file.path) for delta in deltas)
 
 
-def _identity(entry: bytes) -> bytes:
-    return hashlib.sha256(entry.rstrip()).digest()
+def _holds(note: bytes, entry: bytes) -> bool:
+    """Is the entry in the note, byte for byte? By containment, not by splitting the note
+    again: text that is not a receipt has no boundaries of its own, so pieces of it that
+    end up side by side would split differently once joined."""
+    return entry.strip() in note
 
 
-def _receipts(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, set[bytes]]:
-    """Every entry in a notes tree, by commit id."""
-    return {commit: {_identity(e) for e in raw_entries(repo[blob].data)}
-            for commit, (blob, _) in walk_notes_tree(tree, "", "").items()}
+def _notes(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, bytes]:
+    """Every note in a notes tree, by commit id."""
+    return {commit: repo[blob].data for commit, (blob, _) in walk_notes_tree(tree, "", "").items()}
 
 
 def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2.Commit) -> dict[str, int]:
@@ -191,8 +191,9 @@ def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2
     if not any(delta.status_char() in ("D", "M", "R", "T")
                for delta in repo.diff(source.tree, kept.tree).deltas):
         return {}
-    had, has = _receipts(repo, source.tree), _receipts(repo, kept.tree)
-    lost = {commit: len(entries - has.get(commit, set())) for commit, entries in had.items()}
+    had, has = _notes(repo, source.tree), _notes(repo, kept.tree)
+    lost = {commit: sum(1 for entry in raw_entries(note) if not _holds(has.get(commit, b""), entry))
+            for commit, note in had.items()}
     return {commit: n for commit, n in lost.items() if n}
 
 

@@ -8,6 +8,8 @@ small object that says why it failed.
 """
 from __future__ import annotations
 
+import os
+
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, Revok
                                       match_pattern_list, verify_signed_payload)
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
+from gitproof.git import commit_time, lookup
 from gitproof.policy import (ModeBinding, Policy, PolicyError, load_policy, node_ids_in, read_node_ids,
                              selects)
 from gitproof.receipt import Receipt, SignedReceipt, printable
@@ -171,7 +174,8 @@ def _signers_path(repo: pygit2.Repository, policy: Policy) -> Path:
                          "in pyproject.toml (e.g. \".gpu-proof/allowed_signers\") or "
                          "git config gpg.ssh.allowedSignersFile")
     if not path.is_file():
-        raise TrustError(f"allowed signers file {path} (from {origin}) does not exist")
+        state = "is not a regular file" if os.path.lexists(path) else "does not exist"
+        raise TrustError(f"allowed signers file {path} (from {origin}) {state}")
     return path
 
 
@@ -352,9 +356,9 @@ class Fresh:
         age = self.now - receipt.finished
         if self.max_age_days and age > timedelta(days=self.max_age_days):
             return Failure("too-old", f"receipt is {age.days} days old (max_age_days = {self.max_age_days})")
-        commit = self.repo.get(receipt.commit)
-        if isinstance(commit, pygit2.Commit):
-            made = datetime.fromtimestamp(commit.commit_time, timezone.utc)
+        commit = lookup(self.repo, receipt.commit)
+        made = commit_time(commit) if isinstance(commit, pygit2.Commit) else None
+        if made is not None:
             if receipt.started < made - CLOCK_SKEW:
                 return Failure("before-commit", f"the run started {receipt.started.isoformat()}, before "
                                                 f"its commit {receipt.commit[:10]} was made ({made.isoformat()})")
@@ -616,7 +620,7 @@ class Verifier:
         for entry in self.notes.entries(str(commit.id)):
             if entry.signed is None:
                 verdicts.append(ReceiptVerdict(None, str(commit.id),
-                                               [Failure("malformed", entry.error or "unreadable")]))
+                                               [Failure(entry.code, entry.error or "unreadable")]))
                 continue
             scope = self.scope_for(entry.signed)
             verdicts.append(self.judge(entry.signed, self.trees_of(commit, scope), str(commit.id), scope))
@@ -701,7 +705,7 @@ class Verifier:
         for entry in self.notes.entries(str(commit.id)):
             if entry.signed is None:
                 verdicts.append(ReceiptVerdict(None, str(commit.id),
-                                               [Failure("malformed", entry.error or "unreadable")]))
+                                               [Failure(entry.code, entry.error or "unreadable")]))
             elif entry.signed.receipt.shard == scope.shard:
                 verdicts.append(self.judge(entry.signed, trees, str(commit.id), scope))
         return verdicts

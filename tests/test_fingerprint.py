@@ -114,3 +114,34 @@ def test_dirty_submodule_under_the_paths_is_refused(repo: Path, tmp_path: Path):
     (repo / "src" / "lib" / "k.cu").write_text("edited inside the submodule\n")
     with pytest.raises(FingerprintError, match="submodule src/lib"):
         worktree_state(pygit2.Repository(str(repo)), PATHS)
+
+
+def test_links_inside_the_fingerprint_paths_are_fine_and_links_out_of_them_are_named(repo: Path):
+    from gitproof.fingerprint import links_leaving
+
+    (repo / "lib").mkdir()
+    (repo / "lib" / "real.py").write_text("def k():\n    return 1\n")
+    (repo / "src" / "inner.py").symlink_to("kernels.py")
+    (repo / "src" / "out.py").symlink_to("../lib/real.py")
+    (repo / "src" / "abs.py").symlink_to("/etc/hostname")
+    (repo / "tests" / "to_src.py").symlink_to("../src/kernels.py")
+    commit_all(repo, "links")
+    r = pygit2.Repository(str(repo))
+    trees = commit_trees(r, r.head.peel(pygit2.Commit), ["src", "tests"])
+    assert sorted(links_leaving(r, trees)) == ["src/abs.py -> /etc/hostname", "src/out.py -> ../lib/real.py"]
+    assert links_leaving(r, commit_trees(r, r.head.peel(pygit2.Commit), ["tests"])) == [
+        "tests/to_src.py -> ../src/kernels.py"]  # src is not fingerprinted there
+
+
+def test_run_refuses_to_record_over_a_link_that_leads_outside(cli_project: Path):
+    from tests.remotes import gp
+
+    (cli_project / "lib").mkdir()
+    (cli_project / "lib" / "real.py").write_text("def k():\n    return 1\n")
+    (cli_project / "src" / "kernel.py").symlink_to("../lib/real.py")
+    commit_all(cli_project, "kernel lives outside src")
+    refused = gp(cli_project, "run", "--unsigned")
+    assert refused.returncode == 4
+    assert "symbolic links under the fingerprint paths lead outside them: src/kernel.py -> ../lib/real.py" \
+        in refused.stdout + refused.stderr
+    assert gp(cli_project, "show").returncode == 1  # nothing recorded

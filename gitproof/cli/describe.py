@@ -119,7 +119,7 @@ def commit_line(verdict: CommitVerdict, subject: str = "") -> str:
             detail = f"GPU paths unchanged since {short(verdict.receipt.note_commit)}: {detail}"
     else:
         detail = "; ".join(r.message for r in verdict.reasons)
-    return f"{head} {subject + ' - ' if subject else ''}{detail}"
+    return f"{head} {printable(subject) + ' - ' if subject else ''}{detail}"
 
 
 def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Callable
 
 from gitproof.hook import (CHECK_MODES, HookInputError, HookResult, PushCheck, notes_ref_in_push, receipts_lost,
                            parse_updates, updates_from_pre_commit_env)
+from gitproof.receipt import printable
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -112,11 +113,11 @@ def _accepted_line(result: HookResult) -> str:
 def _refuse(result: HookResult) -> None:
     _say(_red("gpu-proof: push refused: GPU code without a valid receipt"))
     for problem in result.problems:
-        _say(f"  {problem.commit[:10]} {problem.subject!r} -> {problem.remote_ref}")
+        _say(f"  {problem.commit[:10]} {printable(problem.subject)!r} -> {printable(problem.remote_ref)}")
         for reason in problem.verdict.reasons:
             _say(f"    why: {reason.message}")
         if problem.changed_paths:
-            shown = ", ".join(problem.changed_paths[:8])
+            shown = ", ".join(printable(path) for path in problem.changed_paths[:8])
             more = f" (+{len(problem.changed_paths) - 8} more)" if len(problem.changed_paths) > 8 else ""
             _say(f"    GPU paths changed: {shown}{more}")
         _say(f"    run: {problem.command}")
