@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ from typing import Iterator, Mapping
 import pygit2
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+
+from gitproof.signatures import fingerprint_of
 
 NAMESPACE = "gpu-proof"
 DEFAULT_PROGRAM = "ssh-keygen"
@@ -339,10 +340,10 @@ def public_key_of(key: SigningKey) -> str:
 
 
 def fingerprint_of_public_line(line: str) -> str:
-    """``SHA256:...`` exactly as ``ssh-keygen -l -E sha256`` prints it."""
+    """``SHA256:...`` exactly as ``ssh-keygen -l -E sha256`` prints it: for a certificate, the
+    certified key's, which is also what verification compares (one fingerprint function)."""
     _, blob = _parse_public_line(line, "public key")
-    digest = hashlib.sha256(blob).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    return fingerprint_of(blob)
 
 
 def key_fingerprint(key: SigningKey) -> str:
