@@ -104,8 +104,11 @@ class AllowedSigner:
 # --- OpenSSH patterns --------------------------------------------------------------------
 
 def match_pattern(value: str, pattern: str) -> bool:
-    """OpenSSH match_pattern: `*` and `?` wildcards, case-sensitive, on UTF-8 bytes."""
-    s, p = value.encode(), pattern.encode()
+    """OpenSSH match_pattern: `*` and `?` wildcards, case-sensitive, on the raw bytes.
+
+    Text read from files keeps bytes that are not UTF-8 as surrogate escapes; they are
+    matched as those same bytes, as ssh-keygen matches them."""
+    s, p = value.encode("utf-8", "surrogateescape"), pattern.encode("utf-8", "surrogateescape")
     si = pi = 0
     star, mark = -1, 0
     while si < len(s):
@@ -125,7 +128,7 @@ def match_pattern(value: str, pattern: str) -> bool:
 
 def match_pattern_list(value: str, patterns: str) -> bool:
     """OpenSSH match_pattern_list: comma-separated patterns, `!` negation wins over any match."""
-    raw = patterns.encode()
+    raw = patterns.encode("utf-8", "surrogateescape")
     got_positive, i = False, 0
     while i < len(raw):
         negated = raw[i:i + 1] == b"!"

@@ -60,7 +60,10 @@ def escape(value: str) -> str:
     return "".join(out)
 
 
-_INVISIBLE_RE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C1 controls, bidi marks and overrides, line separators, and the surrogate escapes that stand
+# for bytes that were not UTF-8 (from a file read with errors="surrogateescape").
+_INVISIBLE_RE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+                           "\udc80-\udcff]")
 
 
 def printable(value: str) -> str:
@@ -71,7 +74,8 @@ def printable(value: str) -> str:
     escaped = escape(value)
     if not _INVISIBLE_RE.search(escaped):
         return escaped
-    return _INVISIBLE_RE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), escaped)
+    return _INVISIBLE_RE.sub(
+        lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogateescape")), escaped)
 
 
 def unescape(text: str) -> str:

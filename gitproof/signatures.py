@@ -388,7 +388,11 @@ def verify_with_ssh_keygen(
     """Run `ssh-keygen -Y verify`; returns (exit status was 0, ssh-keygen's output).
 
     `verify_time` is passed as `-Overify-time=` (default: ssh-keygen uses the current time).
+    A principal or namespace with a NUL is refused here: ssh-keygen would read it only up to
+    the NUL, so "alice@example.com%00x" would be judged as alice.
     """
+    if "\x00" in principal or "\x00" in namespace:
+        return False, "the principal or namespace contains a NUL character; refused"
     with tempfile.TemporaryDirectory(prefix="gitproof-sig-") as tmp:
         sig_path = Path(tmp) / "payload.sig"
         sig_path.write_text(armored)

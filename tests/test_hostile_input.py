@@ -124,3 +124,37 @@ def test_a_directory_name_that_is_not_utf8_under_the_fingerprint_paths(project):
     for command in (("status",), ("verify",), ("show",), ("log",), ("run", "--unsigned")):
         result = gp(project.root, *command)
         assert "Traceback" not in result.stderr and result.returncode in (0, 1), (command, result.stderr)
+
+
+@pytest.mark.parametrize("mangle, accepted", [
+    (lambda line: b"caf\xe9@example.com " + line.split(b" ", 1)[1] + line, True),   # another line, not UTF-8
+    (lambda line: line.replace(b'namespaces="gpu-proof"', b'namespaces="gpu-\xff"'), False),
+])
+def test_allowed_signers_bytes_that_are_not_utf8_are_judged_as_ssh_keygen_judges_them(project, tmp_path,
+                                                                                      mangle, accepted):
+    import subprocess
+
+    signed = project.attach()
+    signers = project.root / ".gpu-proof" / "allowed_signers"
+    signers.write_bytes(mangle(signers.read_bytes()))
+    ours = gp(project.root, "verify")
+    assert "Traceback" not in ours.stderr and ours.returncode == (0 if accepted else 1), ours.stderr
+    (tmp_path / "sig").write_text(signed.signature)
+    stock = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", "alice@example.com",
+                            "-n", "gpu-proof", "-s", str(tmp_path / "sig")], input=signed.payload,
+                           capture_output=True)
+    assert (stock.returncode == 0) == accepted
+    listed = gp(project.root, "signers", "list")
+    assert listed.returncode == 0 and ("%E9" in listed.stdout or "%FF" in listed.stdout)
+
+
+def test_a_principal_with_a_nul_never_reaches_ssh_keygen_as_someone_else(repo, keygen):
+    dsa = Project(repo, keygen("dsa"))  # DSA: verified by ssh-keygen, not in process
+    write_files(repo, {"pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n'})
+    commit_all(repo, "policy")
+    dsa.attach(signer="alice@example.com\x00mallory")
+    result = gp(repo, "verify", "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    import json
+    [reason] = json.loads(result.stdout)["results"][0]["reasons"]
+    assert "contains a NUL character; refused" in reason["message"], reason

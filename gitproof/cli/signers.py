@@ -14,6 +14,7 @@ from gitproof.cli.common import emit_json, errors_as_exit, fail, trusted_commit
 from gitproof.github_keys import (NAMESPACE, GitHubKeysError, GitHubSource, check_base_url, fetch_keys,
                                   is_valid_username, keys_url, parse_keys, username_problem)
 from gitproof.policy import Policy, load_policy
+from gitproof.receipt import printable
 from gitproof.signatures import fingerprint_of, key_type_of
 from gitproof.verification import AllowedSignersSource, load_trust
 
@@ -208,12 +209,12 @@ def _entry_json(signer: AllowedSigner) -> dict[str, Any]:
 def _entry_line(signer: AllowedSigner) -> str:
     options = ["cert-authority"] if signer.cert_authority else []
     if signer.namespaces is not None:
-        options.append(f'namespaces="{signer.namespaces}"')
+        options.append(f'namespaces="{printable(signer.namespaces)}"')
     if signer.valid_after:
         options.append(f"valid-after {signer.valid_after.isoformat()}")
     if signer.valid_before:
         options.append(f"valid-before {signer.valid_before.isoformat()}")
-    return "  ".join([signer.principals, signer.key_type, signer.fingerprint, *options,
+    return "  ".join([printable(signer.principals), signer.key_type, signer.fingerprint, *options,
                       f"(line {signer.line})"])
 
 
