@@ -220,12 +220,25 @@ def _validate_key_blob(blob: bytes, key_type: str) -> None:
         load_public_key(blob)
 
 
+# sshkey_read takes a signature algorithm's name for the RSA key it belongs to.
+_TYPE_ALIASES = {"rsa-sha2-256": "ssh-rsa", "rsa-sha2-512": "ssh-rsa",
+                 "rsa-sha2-256-cert-v01@openssh.com": "ssh-rsa-cert-v01@openssh.com",
+                 "rsa-sha2-512-cert-v01@openssh.com": "ssh-rsa-cert-v01@openssh.com"}
+_C_SPACE = " \t\n\v\f\r"  # C's isspace() in the C locale, what OpenSSH's base64 decoder skips
+
+
 def read_key(text: str) -> tuple[bytes, str] | None:
-    """OpenSSH sshkey_read: `keytype base64 ...` -> (blob, rest of line), or None."""
+    """OpenSSH sshkey_read: `keytype base64 ...` -> (blob, rest of line), or None.
+
+    As in OpenSSH, the base64 field runs to the next space or tab, and the characters
+    C's isspace() knows are skipped inside it (a vertical tab, say); nothing else is."""
     match = _KEY_RE.match(text)
-    if match is None or not _known_key_type(match[1]):
+    if match is None:
         return None
-    key_type, encoded = match[1], match[2].strip("\r\n")
+    key_type = _TYPE_ALIASES.get(match[1], match[1])
+    if not _known_key_type(key_type):
+        return None
+    encoded = "".join(c for c in match[2] if c not in _C_SPACE)
     try:
         blob = base64.b64decode(encoded, validate=True)
         if base64.b64encode(blob).decode() != encoded or WireReader(blob).text("key type") != key_type:
@@ -479,10 +492,10 @@ class RevokedKeys:
     def from_text(cls, text: str, source: str = "<revoked keys>") -> RevokedKeys:
         keys = []
         for number, line in enumerate(text.split("\n"), start=1):
-            stripped = line.strip(" \t\r")
-            if not stripped or stripped.startswith("#"):
+            content = line.lstrip(" \t")  # as OpenSSH skips: a line of a lone CR is not blank
+            if not content or content.startswith("#"):
                 continue
-            key = read_key(stripped)
+            key = read_key(content.rstrip(" \t\r"))
             if key is None:
                 raise AllowedSignersError("not a public key (revocation lists hold one key per line)",
                                           source, number)

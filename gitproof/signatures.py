@@ -267,15 +267,23 @@ class SshSignature:
         return fingerprint_of(self.public_key)
 
 
+_C_SPACE = " \t\n\v\f\r"
+
+
 def _dearmor(text: str) -> bytes:
     if not text.startswith(ARMOR_BEGIN + "\n"):
         raise SignatureError(f"not an SSH signature: missing {ARMOR_BEGIN!r} line")
-    body, sep, after = text[len(ARMOR_BEGIN) + 1:].partition(ARMOR_END)
+    rest = "\n" + text[len(ARMOR_BEGIN) + 1:]
+    body, sep, after = rest.partition("\n" + ARMOR_END)  # the END line must start a line
     if not sep:
         raise SignatureError(f"not an SSH signature: missing {ARMOR_END!r} line")
-    if after.strip():
+    # Refused although ssh-keygen ignores it: text after the END line would make a receipt's
+    # signature block malleable (docs/receipt-format.md).
+    if after.strip(_C_SPACE):
         raise SignatureError("unexpected text after the END SSH SIGNATURE line")
-    compact = "".join(body.split())
+    # Only what OpenSSH's base64 decoder skips (C's isspace); Python's str.split() would also
+    # drop \x1c-\x1f, NBSP, U+3000 and more, which ssh-keygen rejects.
+    compact = "".join(c for c in body if c not in _C_SPACE)
     try:
         blob = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
