@@ -15,10 +15,12 @@ Behaviour copied from OpenSSH 9.x, and checked against it by tests/test_sshsig_d
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import calendar
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable
@@ -517,6 +519,18 @@ class RevokedKeys:
         revoked = cls.from_text(data.decode("utf-8", "surrogateescape"), str(path))
         revoked.path = path
         return revoked
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> RevokedKeys:
+        """A list read from a git object. A binary KRL is handed to ssh-keygen as a file, so
+        it is written to a private temporary file that lives as long as the process."""
+        if not data.startswith(KRL_MAGIC):
+            return cls.from_text(data.decode("utf-8", "surrogateescape"), source)
+        directory = Path(tempfile.mkdtemp(prefix="gitproof-krl-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        path = directory / "revoked.krl"
+        path.write_bytes(data)
+        return cls(source=source, path=path, is_krl=True)
 
     def is_revoked(self, sig: SshSignature) -> bool:
         """True if the signing key, or the CA of a signing certificate, is listed."""

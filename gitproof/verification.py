@@ -188,8 +188,7 @@ def _revoked_keys(repo: pygit2.Repository, trust_rev: str | None) -> RevokedKeys
     path = Path(configured).expanduser()
     if trust_rev and not path.is_absolute():
         blob = _blob_at(repo, trust_rev, path.as_posix(), "revocation file")
-        return RevokedKeys.from_text(blob.data.decode("utf-8", errors="surrogateescape"),
-                                     f"{trust_rev}:{path.as_posix()}")
+        return RevokedKeys.from_bytes(blob.data, f"{trust_rev}:{path.as_posix()}")
     return RevokedKeys.from_file(_config_path(repo, "gpg.ssh.revocationFile"))
 
 

@@ -158,3 +158,18 @@ def test_a_principal_with_a_nul_never_reaches_ssh_keygen_as_someone_else(repo, k
     import json
     [reason] = json.loads(result.stdout)["results"][0]["reasons"]
     assert "contains a NUL character; refused" in reason["message"], reason
+
+
+def test_a_binary_krl_read_from_the_trusted_revision_is_used_not_misread(project, tmp_path):
+    import subprocess
+
+    krl = project.root / ".gpu-proof" / "revoked.krl"
+    subprocess.run(["ssh-keygen", "-q", "-k", "-f", str(krl), str(project.key.public)], check=True,
+                   capture_output=True)
+    commit_all(project.root, "revoke alice's key")
+    project.attach()
+    assert gp(project.root, "verify", "--trust-ref", "HEAD").returncode == 0  # no revocation list yet
+    git(project.root, "config", "gpg.ssh.revocationFile", ".gpu-proof/revoked.krl")
+    result = gp(project.root, "verify", "--trust-ref", "HEAD")  # the KRL, from HEAD's objects
+    assert result.returncode == 1, result.stdout + result.stderr  # refused by ssh-keygen's KRL check
+    assert "Traceback" not in result.stderr and "not a public key" not in result.stdout + result.stderr
