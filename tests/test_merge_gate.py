@@ -231,3 +231,19 @@ def test_malformed_mode_bindings_are_policy_errors(table, says):
 
     with pytest.raises(PolicyError, match=re.escape(says)):
         policy_from_toml("[tool.gpu_proof]\n" + table, "pyproject.toml")
+
+
+def test_a_pull_request_cannot_add_its_own_expected_skips_under_trust_ref(cli_project):
+    root = cli_project.root
+    cli_project.attach(tests=[PASS, SKIP])
+    base = '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n'
+    write_files(root, {"pyproject.toml": base})
+    commit_all(root, "main: no skips allowed")
+    git(root, "branch", "protected")
+    write_files(root, {"pyproject.toml": base + f'expected_skips = ["{SKIP.nodeid}"]\n'})
+    commit_all(root, "pull request: this skip is fine, trust me")
+    cli_project.attach(tests=[PASS, SKIP])
+    assert gp(root, "verify").returncode == 0  # the pull request's own policy
+    trusted = gp(root, "verify", "--trust-ref", "refs/heads/protected", "--json")
+    assert trusted.returncode == 1
+    assert "skipped-tests" in [r["code"] for r in json.loads(trusted.stdout)["results"][0]["reasons"]]
