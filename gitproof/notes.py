@@ -63,12 +63,10 @@ class NotesStore:
     def annotated_commits(self) -> set[str]:
         return set(self.index())
 
-    def note_text(self, commit_id: str) -> str | None:
+    def note_bytes(self, commit_id: str) -> bytes | None:
+        """The note's bytes exactly as stored."""
         entry = self.index().get(commit_id)
-        if entry is None:
-            return None
-        data = self.repo[entry[0]].data
-        return data.decode("utf-8", errors="replace")
+        return None if entry is None else self.repo[entry[0]].data
 
     def entries(self, commit_id: str) -> list[NoteEntry]:
         """Parsed receipts on a commit; parsed once per note blob."""

@@ -173,3 +173,16 @@ def test_a_binary_krl_read_from_the_trusted_revision_is_used_not_misread(project
     result = gp(project.root, "verify", "--trust-ref", "HEAD")  # the KRL, from HEAD's objects
     assert result.returncode == 1, result.stdout + result.stderr  # refused by ssh-keygen's KRL check
     assert "Traceback" not in result.stderr and "not a public key" not in result.stdout + result.stderr
+
+
+def test_show_raw_prints_the_note_byte_for_byte(project, tmp_path):
+    import subprocess
+
+    from tests.remotes import tool_env
+
+    junk = tmp_path / "note.bin"
+    junk.write_bytes(b"caf\xe9 \x00\xff not a receipt\n")
+    git(project.root, "notes", "--ref=gpu-proof", "add", "-F", str(junk), "HEAD")
+    raw = subprocess.run(["git", "gpu-proof", "show", "--raw"], cwd=project.root, env=tool_env(),
+                         capture_output=True)
+    assert raw.returncode == 0 and raw.stdout == junk.read_bytes()

@@ -22,11 +22,12 @@ def command(
         verifier = open_verifier(repo, require_trust=False)
         warn_about_trust(verifier)
         if raw:
-            text = verifier.notes.note_text(str(commit.id))
-            if text is None:
+            data = verifier.notes.note_bytes(str(commit.id))
+            if data is None:
                 typer.echo(f"no receipts on {short(str(commit.id))}", err=True)
                 raise typer.Exit(1)
-            sys.stdout.write(text)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
             return
         verdicts = verifier.receipts_on(commit)
     if as_json:
