@@ -66,11 +66,27 @@ def links_leaving(repo: pygit2.Repository, trees: Trees) -> list[str]:
     for path, tree_id in trees.items():
         tree = lookup(repo, tree_id) if tree_id else None
         if isinstance(tree, pygit2.Tree):
-            _collect_links(repo, tree, path, list(trees), found)
+            _collect_links(repo, tree, path, trees, found)
     return found
 
 
-def _collect_links(repo: pygit2.Repository, tree: pygit2.Tree, where: str, paths: list[str],
+def _fingerprinted(repo: pygit2.Repository, trees: Trees, path: str) -> bool:
+    """Is ``path`` an entry of the fingerprinted trees (not merely under their folders: a
+    git-ignored file there is outside the fingerprint)?"""
+    for root, tree_id in trees.items():
+        if tree_id is None or not (path == root or path.startswith(root + "/")):
+            continue
+        tree = lookup(repo, tree_id)
+        if path == root:
+            return True
+        try:
+            return isinstance(tree, pygit2.Tree) and tree[path[len(root) + 1:]] is not None
+        except KeyError:
+            return False
+    return False
+
+
+def _collect_links(repo: pygit2.Repository, tree: pygit2.Tree, where: str, trees: Trees,
                    found: list[str]) -> None:
     for entry in tree:
         name = f"{where}/{entry.name}"
@@ -78,10 +94,10 @@ def _collect_links(repo: pygit2.Repository, tree: pygit2.Tree, where: str, paths
             target = repo[entry.id].data.decode("utf-8", errors="surrogateescape")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
             if target.startswith("/") or resolved == ".." or resolved.startswith("../") \
-                    or not _under(resolved, paths):
+                    or not _fingerprinted(repo, trees, resolved):
                 found.append(f"{name} -> {target}")
         elif entry.type_str == "tree":
-            _collect_links(repo, repo[entry.id], name, paths, found)
+            _collect_links(repo, repo[entry.id], name, trees, found)
 
 
 def require_some_present(trees: Trees) -> None:

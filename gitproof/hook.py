@@ -207,8 +207,13 @@ def receipts_lost(repo: pygit2.Repository, updates: list[RefUpdate], notes_ref: 
             losses.append(f"it replaces {notes_ref} on the remote with receipts never merged with the "
                           "remote's own; run `git gpu-proof fetch` first, then push again")
         else:
-            lost = missing_entries(repo, repo[update.local_sha].peel(pygit2.Commit),
-                                   repo[update.remote_sha].peel(pygit2.Commit))
+            try:
+                lost = missing_entries(repo, repo[update.local_sha].peel(pygit2.Commit),
+                                       repo[update.remote_sha].peel(pygit2.Commit))
+            except (ValueError, pygit2.GitError):  # InvalidSpecError: a blob or a tree
+                losses.append(f"{notes_ref} here or on the remote is not a notes commit; run "
+                              "`git gpu-proof fetch` to see why, and repair it before pushing receipts")
+                continue
             if lost:
                 where = ", ".join(commit[:10] for commit in sorted(lost)[:5])
                 more = f" (+{len(lost) - 5} more)" if len(lost) > 5 else ""

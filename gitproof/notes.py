@@ -187,17 +187,21 @@ def is_note_path(path: str) -> bool:
             and len(name) + 2 * len(folders) in (40, 64))
 
 
-def is_notes_tree(tree: pygit2.Tree, depth: int = 0) -> bool:
-    """Only notes: blobs named by a full object id, under two-hex-digit fan-out folders."""
+def is_notes_tree(tree: pygit2.Tree, depth: int = 0, prefix: str = "", seen: set[str] | None = None) -> bool:
+    """Only notes: blobs named by a full object id, under two-hex-digit fan-out folders,
+    and one note per commit id (git would concatenate two; a reader that takes one would not)."""
+    seen = set() if seen is None else seen
     for entry in tree:
         name = entry.name
         if not _HEX_NAME.match(name):
             return False
         if entry.type_str == "tree":
-            if len(name) != 2 or depth >= 30 or not is_notes_tree(entry, depth + 1):
+            if len(name) != 2 or depth >= 30 or not is_notes_tree(entry, depth + 1, prefix + name, seen):
                 return False
-        elif entry.type_str != "blob" or len(name) + 2 * depth not in (40, 64):
+        elif entry.type_str != "blob" or len(name) + 2 * depth not in (40, 64) or prefix + name in seen:
             return False
+        else:
+            seen.add(prefix + name)
     return True
 
 

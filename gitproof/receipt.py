@@ -78,6 +78,20 @@ def printable(value: str) -> str:
         lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogateescape")), escaped)
 
 
+# Control characters other than newline and tab, with everything _INVISIBLE_RE covers.
+_UNSAFE_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f\u0080-\u009f\u061c\u200e\u200f\u2028\u2029"
+                        "\u202a-\u202e\u2066-\u2069\udc80-\udcff]")
+
+
+def terminal_safe(text: str) -> str:
+    """A message for the terminal, with what could drive or disguise it shown as %XX.
+
+    Unlike :func:`printable`, lines and ``%`` stay as they are: for whole messages that
+    may quote a hostile path or value (from a policy file, say), not for receipt fields."""
+    return _UNSAFE_RE.sub(
+        lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogateescape")), text)
+
+
 def unescape(text: str) -> str:
     """Strict inverse of :func:`escape`: non-canonical input is an error."""
     if "%" not in text:
@@ -542,7 +556,7 @@ def split_note(text: str) -> Iterator[tuple[str, str]]:
             continue
         start = i
         while i < len(lines) and lines[i].rstrip("\n") not in (SIG_BEGIN, UNSIGNED_TRAILER):
-            if i > start and lines[i].rstrip("\n") == MAGIC:
+            if i > start and lines[i].startswith(MAGIC_PREFIX):  # any version's receipt starts anew
                 break
             i += 1
         if i < len(lines) and lines[i].rstrip("\n") == UNSIGNED_TRAILER:
@@ -553,9 +567,10 @@ def split_note(text: str) -> Iterator[tuple[str, str]]:
             yield "".join(lines[start:i]), ""
             continue
         payload_end = i
-        while i < len(lines) and lines[i].rstrip("\n") != SIG_END:
+        while i < len(lines) and lines[i].rstrip("\n") != SIG_END and not lines[i].startswith(MAGIC_PREFIX):
             i += 1
-        i = min(i + 1, len(lines))
+        if i < len(lines) and lines[i].rstrip("\n") == SIG_END:
+            i += 1  # a block cut short ends where the next receipt starts
         yield "".join(lines[start:payload_end]), "".join(lines[payload_end:i])
 
 
@@ -617,14 +632,15 @@ def raw_entries(data: bytes) -> list[bytes]:
             for payload, signature in split_note(data.decode("latin-1"))]
 
 
-def join_raw(existing: bytes, addition: bytes) -> bytes:
-    """Append an entry's exact bytes to a note, as :func:`join_note` does for a receipt."""
-    if not addition.endswith(b"\n"):
-        addition += b"\n"
-    if not existing:
-        return addition
-    separator = b"" if existing.endswith(b"\n\n") else (b"\n" if existing.endswith(b"\n") else b"\n\n")
-    return existing + separator + addition
+def join_raw(existing: bytes, *additions: bytes) -> bytes:
+    """Append entries' exact bytes to a note, as :func:`join_note` does for a receipt; in one
+    growing buffer, so many additions cost time in proportion to the note's size."""
+    out = bytearray(existing)
+    for addition in additions:
+        if out:
+            out += b"" if out.endswith(b"\n\n") else (b"\n" if out.endswith(b"\n") else b"\n\n")
+        out += addition if addition.endswith(b"\n") else addition + b"\n"
+    return bytes(out)
 
 
 def note_entries(data: bytes) -> list[NoteEntry]:

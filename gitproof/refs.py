@@ -46,8 +46,8 @@ def resolve_trust_ref(repo: pygit2.Repository, name: str) -> TrustedRevision:
         return TrustedRevision(name, None, _commit_of(repo, name, name))
     if name.startswith("refs/"):
         if repo.references.get(name) is None:
-            raise TrustRefError(f"--trust-ref {name}: no such ref (fetch it first, e.g. "
-                                "git fetch origin main, or `verify --fetch origin`)")
+            raise TrustRefError(f"--trust-ref {name}: no such ref; fetch it first, e.g. "
+                                "git fetch --no-tags origin +refs/heads/main:refs/remotes/origin/main")
         return TrustedRevision(name, name, _commit_of(repo, name, name))
     candidates = [rule.format(name) for rule in _SHORT_NAME_RULES]
     if name in _SPECIAL:

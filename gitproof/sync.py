@@ -155,15 +155,16 @@ def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob:
     they cannot validate anything here, but they are not ours to delete.
     """
     data = repo[current[0]].data if current else b""
-    added = 0
+    held = _Held(data)
+    additions = []
     for entry in raw_entries(repo[their_blob].data):
-        if _holds(data, entry):
+        if held.holds(entry):
             continue
-        data = join_raw(data, entry)
-        added += 1
-        if not entry.startswith(MAGIC.encode()):
+        held.add(entry)
+        additions.append(entry)
+        if not _is_receipt(entry):
             result.bad_entries.append(f"{commit_id[:10]}: kept an entry this version cannot read")
-    return data, added
+    return join_raw(data, *additions), len(additions)  # one buffer: many entries stay linear
 
 
 def _changes_only_notes(repo: pygit2.Repository, commit: pygit2.Commit) -> bool:
@@ -171,11 +172,39 @@ def _changes_only_notes(repo: pygit2.Repository, commit: pygit2.Commit) -> bool:
     return all(is_note_path(delta.new_file.path) and is_note_path(delta.old_file.path) for delta in deltas)
 
 
-def _holds(note: bytes, entry: bytes) -> bool:
-    """Is the entry in the note, byte for byte? By containment, not by splitting the note
-    again: text that is not a receipt has no boundaries of its own, so pieces of it that
-    end up side by side would split differently once joined."""
-    return entry.strip() in note
+_CONTAINMENT_CHECKS = 256  # searches per note for text that is not a receipt
+
+
+def _is_receipt(entry: bytes) -> bool:
+    return entry.startswith(MAGIC.encode() + b"\n")
+
+
+class _Held:
+    """The entries of one note, for asking whether another entry is among them.
+
+    A receipt is held only when exactly the same bytes are an entry here: a receipt
+    buried inside other text ("x" + receipt) no longer reads as one. Text that is not
+    a receipt has no boundaries of its own (pieces of it side by side split as one), so
+    for it, appearing anywhere in the note also counts, for a bounded number of searches;
+    past that, an unmatched piece is kept again rather than risk losing it.
+    """
+
+    def __init__(self, note: bytes) -> None:
+        self.note = note
+        self.entries = {entry.strip() for entry in raw_entries(note)}
+        self.searches = 0
+
+    def holds(self, entry: bytes) -> bool:
+        key = entry.strip()
+        if key in self.entries:
+            return True
+        if _is_receipt(entry) or self.searches >= _CONTAINMENT_CHECKS:
+            return False
+        self.searches += 1
+        return key in self.note
+
+    def add(self, entry: bytes) -> None:
+        self.entries.add(entry.strip())
 
 
 def _notes(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, bytes]:
@@ -192,8 +221,10 @@ def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2
                for delta in repo.diff(source.tree, kept.tree).deltas):
         return {}
     had, has = _notes(repo, source.tree), _notes(repo, kept.tree)
-    lost = {commit: sum(1 for entry in raw_entries(note) if not _holds(has.get(commit, b""), entry))
-            for commit, note in had.items()}
+    lost = {}
+    for commit, note in had.items():
+        held = _Held(has.get(commit, b""))
+        lost[commit] = sum(1 for entry in raw_entries(note) if not held.holds(entry))
     return {commit: n for commit, n in lost.items() if n}
 
 
@@ -201,19 +232,29 @@ def _holds_all(repo: pygit2.Repository, theirs: pygit2.Commit, ours: pygit2.Comm
     return not missing_entries(repo, theirs, ours)
 
 
+_HISTORY_CHECKED = 200  # newest commits taken in whose changes are checked, besides the tip
+
+
 def _check_notes_history(repo: pygit2.Repository, theirs: pygit2.Commit, ours: pygit2.Commit | None,
                          source_ref: str) -> None:
-    """Every commit we would take in must be a notes commit: a tree of notes, nothing else.
+    """What we would take in must be a notes history: a tree of notes and nothing else.
 
-    The tip's tree is checked whole; each other new commit by what it changed against its
-    first parent (git's own tree diff, so a long history costs little).
+    The tip's tree, the only one a merge reads, is checked whole, one note per commit id
+    (a second note for the same commit, flat beside fan-out, would hide the first from
+    every reader that takes one). The newest new commits are checked by what they changed
+    against their first parent; a first fetch of a long history stops there, so its cost
+    does not grow with the number of receipts.
     """
+    if not is_notes_tree(theirs.tree):
+        raise SyncError(f"{source_ref} is not a notes history: its tip holds files that are not notes, "
+                        "or two notes for one commit; nothing was merged, local receipts are untouched")
     walker = repo.walk(theirs.id)
     if ours is not None:
         walker.hide(ours.id)
-    for commit in walker:
-        if not (is_notes_tree(commit.tree) if commit.id == theirs.id or not commit.parents
-                else _changes_only_notes(repo, commit)):
+    for checked, commit in enumerate(walker):
+        if checked >= _HISTORY_CHECKED:
+            return
+        if commit.parents and not _changes_only_notes(repo, commit):
             raise SyncError(f"{source_ref} is not a notes history: commit {str(commit.id)[:10]} holds "
                             "files that are not notes; nothing was merged, local receipts are untouched")
 

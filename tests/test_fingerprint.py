@@ -145,3 +145,14 @@ def test_run_refuses_to_record_over_a_link_that_leads_outside(cli_project: Path)
     assert "symbolic links under the fingerprint paths lead outside them: src/kernel.py -> ../lib/real.py" \
         in refused.stdout + refused.stderr
     assert gp(cli_project, "show").returncode == 1  # nothing recorded
+
+
+def test_a_link_to_an_ignored_file_inside_the_paths_is_named_too(repo: Path):
+    from gitproof.fingerprint import links_leaving
+
+    write_files(repo, {".gitignore": "src/_gen/\n", "src/_gen/real.py": "x = 1\n"})
+    (repo / "src" / "k.py").symlink_to("_gen/real.py")
+    commit_all(repo, "a link into an ignored folder")
+    r = pygit2.Repository(str(repo))
+    trees = commit_trees(r, r.head.peel(pygit2.Commit), ["src", "tests"])
+    assert links_leaving(r, trees) == ["src/k.py -> _gen/real.py"]

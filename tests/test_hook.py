@@ -281,3 +281,14 @@ def test_a_forced_push_of_notes_lacking_the_remotes_receipts_is_refused(world, c
     assert "never merged with the remote's own" in receipts_lost(repo, [blind], NOTES_REF)[0]
     assert gp(clone, "fetch", "origin").returncode == 0
     assert push(clone, "origin", NOTES_REF).returncode == 0  # merged: nothing lost, accepted
+
+
+def test_a_remote_notes_ref_at_a_blob_is_a_clear_refusal_not_a_traceback(world, clone):
+    attach_receipt(clone, world.key("alice@example.com"))
+    blob = git(world.remote, "hash-object", "-w", "--stdin", input="not notes\n")
+    git(world.remote, "update-ref", NOTES_REF, blob)
+    git(clone, "fetch", "-q", "origin", f"+{NOTES_REF}:refs/remote-notes/origin/gpu-proof")
+    git(clone, "cat-file", "-e", blob)  # the blob is here now
+    refused = push(clone, "origin", NOTES_REF)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "is not a notes commit" in refused.stderr

@@ -186,3 +186,13 @@ def test_show_raw_prints_the_note_byte_for_byte(project, tmp_path):
     raw = subprocess.run(["git", "gpu-proof", "show", "--raw"], cwd=project.root, env=tool_env(),
                          capture_output=True)
     assert raw.returncode == 0 and raw.stdout == junk.read_bytes()
+
+
+def test_a_hostile_path_in_the_policy_is_shown_escaped_in_errors(project):
+    evil = ".gpu-proof/\x1b]0;owned\x07signers\u202e"
+    write_files(project.root, {"pyproject.toml": f'[tool.gpu_proof]\nallowed_signers = "{evil}"\n'.replace(
+        "\x1b", "\\u001b").replace("\x07", "\\u0007")})
+    for command in (("verify",), ("show",), ("log",)):
+        result = gp(project.root, *command)
+        assert "\x1b" not in result.stderr and "\x07" not in result.stderr and "\u202e" not in result.stderr
+        assert "%1B]0;owned%07signers%E2%80%AE" in result.stderr, result.stderr

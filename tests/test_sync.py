@@ -225,3 +225,42 @@ def test_a_remote_notes_ref_that_is_not_notes_is_an_error_and_touches_nothing(wo
     assert git(a, "rev-parse", NOTES_REF) == before
     via_cli = gp(a, "fetch", "origin")
     assert via_cli.returncode == 2 and "Traceback" not in via_cli.stderr and "not" in via_cli.stderr
+
+
+def test_a_receipt_buried_in_other_text_is_not_held(world):
+    a = world.clone("a", hook=False)
+    signed = attach_receipt(a, world.key("alice@example.com"))
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    vandal = world.clone("vandal", hook=False)
+    git(vandal, "fetch", "-q", "origin", f"+{NOTES_REF}:{NOTES_REF}")
+    buried = world.root / "buried.txt"
+    buried.write_bytes(b"x" + signed.text.encode())  # still contains every byte, no longer a receipt
+    git(vandal, "notes", "--ref=gpu-proof", "add", "-f", "-F", str(buried), "HEAD")
+    git(vandal, "push", "-q", "origin", NOTES_REF)  # a fast-forward
+    result = fetch(pygit2.Repository(str(a)), "origin")
+    assert result.kind == "merge"
+    assert signers_on(a) == ["alice@example.com"]
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    checker = world.clone("checker", hook=False)
+    fetch(pygit2.Repository(str(checker)), "origin")
+    assert signers_on(checker) == ["alice@example.com"]
+
+
+def test_a_second_note_for_the_same_commit_that_would_shadow_the_first_is_refused(world):
+    a = world.clone("a", hook=False)
+    attach_receipt(a, world.key("alice@example.com"))
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    remote = pygit2.Repository(str(world.remote))
+    tip = remote.references[NOTES_REF].peel(pygit2.Commit)
+    [(commit_id, (blob, path))] = __import__("gitproof.notes", fromlist=["walk_notes_tree"]).walk_notes_tree(
+        tip.tree, "", "").items()
+    builder = remote.TreeBuilder(tip.tree)  # the receipt in fan-out, junk under the flat name
+    fanout = remote.TreeBuilder()
+    fanout.insert(commit_id[2:], remote[blob].id, pygit2.enums.FileMode.BLOB)
+    builder.insert(commit_id[:2], fanout.write(), pygit2.enums.FileMode.TREE)
+    builder.insert(commit_id, remote.create_blob(b"junk\n"), pygit2.enums.FileMode.BLOB)
+    sig = pygit2.Signature("v", "v@example.com")
+    remote.create_commit(NOTES_REF, sig, sig, "shadow", builder.write(), [tip.id])
+    b = world.clone("b", "bob@example.com", hook=False)
+    with pytest.raises(SyncError, match="two notes for one commit"):
+        fetch(pygit2.Repository(str(b)), "origin")

@@ -11,6 +11,7 @@ import pygit2
 import typer
 
 from gitproof.cli.errors import KNOWN_ERRORS
+from gitproof.receipt import terminal_safe
 
 EXIT_OK = 0
 EXIT_UNVALIDATED = 1
@@ -18,7 +19,7 @@ EXIT_USAGE = 2
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.secho(f"gpu-proof: error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"gpu-proof: error: {terminal_safe(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -66,7 +67,7 @@ def trusted_commit(repo: pygit2.Repository, name: str | None) -> str | None:
 
 def warn_about_trust(verifier) -> None:
     for warning in verifier.trust.warnings:
-        typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, err=True)
+        typer.secho(f"gpu-proof: warning: {terminal_safe(warning)}", fg=typer.colors.YELLOW, err=True)
 
 
 def short(commit_id: str) -> str:

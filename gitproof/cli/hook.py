@@ -12,13 +12,13 @@ from typing import Callable
 
 from gitproof.hook import (CHECK_MODES, HookInputError, HookResult, PushCheck, notes_ref_in_push, receipts_lost,
                            parse_updates, updates_from_pre_commit_env)
-from gitproof.receipt import printable
+from gitproof.receipt import printable, terminal_safe
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 
 def _say(text: str = "") -> None:
-    print(text, file=sys.stderr)
+    print(terminal_safe(text), file=sys.stderr)
 
 
 def _red(text: str) -> str:

@@ -69,7 +69,7 @@ def command(
     repo = open_repo()
     revs = revs or ["HEAD"]
     commits = [(rev, resolve_commit(repo, rev)) for rev in revs]
-    trust_ref = trusted_commit(repo, trust_ref)  # one commit, read once: names cannot change under us
+    trust_ref = trusted_commit(repo, trust_ref)  # one full ref name (or commit id), never ambiguous
     flags = {
         "allow_skipped": allow_skipped or None, "max_age_days": max_age_days,
         "allow_unsigned": allow_unsigned or None, "require_gpu": require_gpu or None,
