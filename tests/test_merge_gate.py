@@ -78,7 +78,9 @@ def test_max_age(project):
 
 
 def test_max_age_zero_accepts_today(project):
-    project.attach()
+    now = datetime.now(timezone.utc)
+    finished = max(now - timedelta(seconds=1), now.replace(hour=0, minute=0, second=0, microsecond=0))
+    project.attach(started=finished, finished=finished)  # today, whatever the hour (midnight included)
     assert project.verify(policy=replace(POLICY, max_age_days=0)).ok
 
 
