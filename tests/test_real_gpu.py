@@ -14,7 +14,6 @@ repositories with real keys, then ``git gpu-proof verify``.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess

@@ -66,8 +66,8 @@ def _armor_cases(sig: str) -> dict[str, str]:
 
 
 def _allowed_cases(line: str, key_type: str) -> dict[str, str]:
-    principal, options, kind, blob = line.split(" ", 3)[0], "", *line.split(" ", 2)[1:]
-    blob = blob.split()[0]
+    principal, kind, rest = line.split(" ", 2)
+    blob = rest.split()[0]
     cases = {
         "allowed-valid": line,
         "allowed-vt-in-key": f"{principal} {kind} {blob[:30]}\x0b{blob[30:]}",
