@@ -10,8 +10,8 @@ kernel). So while each test runs, a few cheap probes watch the process:
 * ``cuda-driver``: libcuda itself (see :mod:`gitproof.cuda_driver`): never
   loaded, never initialised, or a context appearing during the test;
 * ``kernels`` (opt-in, ``--gpu-proof-kernels``): CUPTI's activity records
-  (see :mod:`gitproof.cupti`): the kernels, copies and memsets the GPU ran
-  while the test body ran, with their devices and GPU time. Only this probe
+  (see :mod:`gitproof.cupti`): the kernels the test body launched and the
+  copies and memsets meanwhile, with their devices and GPU time. Only this probe
   sees work itself rather than memory or contexts, so only it tells a test
   that computed on the GPU from one that merely put data there.
 
@@ -406,7 +406,7 @@ class DriverProbe:
 
 
 class KernelProbe:
-    """CUPTI's activity records: what the GPU itself ran during the test body.
+    """CUPTI's activity records: the kernels the test body gave the GPU.
 
     The tracer starts when the probe is made (the session's start), so the
     test that first initialises CUDA is traced too. Kernels launched in the

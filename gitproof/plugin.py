@@ -57,8 +57,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="dry run: record an UNSIGNED receipt (no key needed); verify rejects it "
                          "unless --allow-unsigned")
     group.addoption("--gpu-proof-kernels", action="store_true", default=False,
-                    help="record per test the GPU kernels, copies and memsets that CUPTI saw run "
-                         "in the test body (needs libcupti); also [tool.gpu_proof] record_kernels")
+                    help="record per test the GPU kernels the test body launched, and the copies "
+                         "and memsets meanwhile, as CUPTI traced them (needs libcupti); also "
+                         "[tool.gpu_proof] record_kernels")
     group.addoption("--gpu-proof-fail-on-skip", action="store_true", default=False,
                     help="a skipped GPU test fails the session (with --gpu-proof: any selected "
                          "test; always: any gpu_required test); also [tool.gpu_proof] fail_on_skip")

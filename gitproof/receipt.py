@@ -612,11 +612,7 @@ def _parse_entry(payload: str, signature: str, index: int) -> NoteEntry:
 
 def join_note(existing: bytes, addition: SignedReceipt) -> bytes:
     """Append a receipt to a note's bytes, leaving the existing bytes exactly as they are."""
-    added = addition.text.encode("utf-8")
-    if not existing:
-        return added
-    separator = b"" if existing.endswith(b"\n\n") else (b"\n" if existing.endswith(b"\n") else b"\n\n")
-    return existing + separator + added
+    return join_raw(existing, addition.text.encode("utf-8"))
 
 
 def raw_entries(data: bytes) -> list[bytes]:

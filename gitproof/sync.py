@@ -172,7 +172,7 @@ def _changes_only_notes(repo: pygit2.Repository, commit: pygit2.Commit) -> bool:
     return all(is_note_path(delta.new_file.path) and is_note_path(delta.old_file.path) for delta in deltas)
 
 
-_CONTAINMENT_CHECKS = 256  # searches per note for text that is not a receipt
+_CONTAINMENT_BYTES = 64 * 1024 * 1024  # bytes searched per note for text that is not a receipt
 
 
 def _is_receipt(entry: bytes) -> bool:
@@ -185,22 +185,22 @@ class _Held:
     A receipt is held only when exactly the same bytes are an entry here: a receipt
     buried inside other text ("x" + receipt) no longer reads as one. Text that is not
     a receipt has no boundaries of its own (pieces of it side by side split as one), so
-    for it, appearing anywhere in the note also counts, for a bounded number of searches;
-    past that, an unmatched piece is kept again rather than risk losing it.
+    for it, appearing anywhere in the note also counts, within a bounded number of bytes
+    searched; past that, an unmatched piece is kept again rather than risk losing it.
     """
 
     def __init__(self, note: bytes) -> None:
         self.note = note
         self.entries = {entry.strip() for entry in raw_entries(note)}
-        self.searches = 0
+        self.budget = _CONTAINMENT_BYTES
 
     def holds(self, entry: bytes) -> bool:
         key = entry.strip()
         if key in self.entries:
             return True
-        if _is_receipt(entry) or self.searches >= _CONTAINMENT_CHECKS:
+        if _is_receipt(entry) or self.budget < len(self.note):
             return False
-        self.searches += 1
+        self.budget -= len(self.note)
         return key in self.note
 
     def add(self, entry: bytes) -> None:

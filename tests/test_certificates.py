@@ -18,10 +18,12 @@ def certify(ca, key, principal: str) -> Path:
     return key.private.parent / f"{key.private.name}-cert.pub"
 
 
-def test_a_certificate_signed_receipt_verifies_here_and_with_ssh_keygen(repo: Path, tmp_path: Path):
+def signing_with_a_certificate(repo: Path, tmp_path: Path, certified: str):
+    """A CA trusted for runner@example.com, and user.signingKey at a certificate for
+    ``certified``; returns the certified user key."""
     ca = generate_key(tmp_path / "keys", "ed25519", "ca")
     user = generate_key(tmp_path / "keys", "ed25519", "user")
-    cert = certify(ca, user, "runner@example.com")
+    cert = certify(ca, user, certified)
     write_files(repo, {
         ".gpu-proof/allowed_signers": f'runner@example.com cert-authority,namespaces="gpu-proof" '
                                       f'{ca.public.read_text().strip()}\n',
@@ -29,6 +31,11 @@ def test_a_certificate_signed_receipt_verifies_here_and_with_ssh_keygen(repo: Pa
     })
     commit_all(repo, "trust the CA")
     git(repo, "config", "user.signingKey", str(cert))
+    return user
+
+
+def test_a_certificate_signed_receipt_verifies_here_and_with_ssh_keygen(repo: Path, tmp_path: Path):
+    user = signing_with_a_certificate(repo, tmp_path, "runner@example.com")
 
     run = gp(repo, "run")
     assert run.returncode == 0, run.stdout + run.stderr
@@ -48,16 +55,7 @@ def test_a_certificate_signed_receipt_verifies_here_and_with_ssh_keygen(repo: Pa
 
 
 def test_a_certificate_for_another_principal_is_not_allowed(repo: Path, tmp_path: Path):
-    ca = generate_key(tmp_path / "keys", "ed25519", "ca")
-    user = generate_key(tmp_path / "keys", "ed25519", "user")
-    cert = certify(ca, user, "mallory@example.com")
-    write_files(repo, {
-        ".gpu-proof/allowed_signers": f'runner@example.com cert-authority,namespaces="gpu-proof" '
-                                      f'{ca.public.read_text().strip()}\n',
-        "pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n',
-    })
-    commit_all(repo, "trust the CA")
-    git(repo, "config", "user.signingKey", str(cert))
+    signing_with_a_certificate(repo, tmp_path, "mallory@example.com")
     assert gp(repo, "run").returncode == 0  # runner@example.com (user.email) claims it
     refused = gp(repo, "verify", "--json")
     assert refused.returncode == 1 and "signer-not-allowed" in refused.stdout

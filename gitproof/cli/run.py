@@ -60,8 +60,8 @@ def command(
              "the receipt is recorded with verdict failed. Also [tool.gpu_proof] fail_on_skip = true."),
     kernels: bool = typer.Option(
         False, "--kernels",
-        help="Also record, per test, the GPU kernels, copies and memsets CUPTI saw run while the "
-             "test body ran (needs libcupti: the nvidia-cuda-cupti wheel or the CUDA toolkit). "
+        help="Also record, per test, the GPU kernels the test body launched and the copies and "
+             "memsets that ran meanwhile, as CUPTI traced them (needs libcupti: the nvidia-cuda-cupti wheel or the CUDA toolkit). "
              "Also [tool.gpu_proof] record_kernels = true. Needed by --require-gpu-kernels."),
     unsigned: bool = typer.Option(
         False, "--unsigned",
