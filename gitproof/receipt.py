@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 MAGIC = "gpu-proof receipt v1"
 MAGIC_PREFIX = "gpu-proof receipt v"  # any version's first line
@@ -288,7 +289,7 @@ class _HeaderParser:
                 raise ReceiptFormatError(f"bad or repeated env field: {value!r}")
             self.env[unescape(name)] = unescape(val)
         elif key == "check":
-            self.checks.append(_json_object(value, "check"))
+            self.checks.append(_check_object(value))
         elif key == "gpu-use":
             self.gpu_use.append(_gpu_use_object(value))
         else:
@@ -380,6 +381,62 @@ def _gpu_facts_object(value: str) -> dict[str, Any]:
         raise ReceiptFormatError(f"gpu-facts field needs a string 'source': {value!r}")
     _check_known_keys(facts, _GPU_FACTS_KEYS, "gpu-facts", value)
     return facts
+
+
+CHECK_OUTCOMES = ("passed", "failed", "error")
+_NON_FINITE = ("nan", "inf", "-inf")  # how a check writes an error maximum that is not finite
+
+
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= 2**64 if isinstance(value, int) else math.isfinite(value)
+
+
+# A check record's known keys: a test for the value, and what it must be; others are kept unread.
+_CHECK_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "test": (lambda v: isinstance(v, str), "a string"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "outcome": (lambda v: v in CHECK_OUTCOMES, "passed, failed or error"),
+    "ok": (lambda v: isinstance(v, bool), "true or false"),
+    "message": (lambda v: isinstance(v, str), "a string"),
+    "rtol": (_is_finite_number, "a finite number"),
+    "atol": (_is_finite_number, "a finite number"),
+    "max_abs_err": (lambda v: _is_finite_number(v) or v in _NON_FINITE, 'a finite number, "nan", "inf" or "-inf"'),
+    "max_rel_err": (lambda v: _is_finite_number(v) or v in _NON_FINITE, 'a finite number, "nan", "inf" or "-inf"'),
+    "metadata": (lambda v: isinstance(v, dict), "an object"),
+}
+
+MAX_CHECK_QUOTE = 300  # what a refusal quotes of a check line, whose message may run to kilobytes
+
+
+def _quoted(value: str) -> str:
+    return repr(value) if len(value) <= MAX_CHECK_QUOTE else repr(value[:MAX_CHECK_QUOTE]) + "..."
+
+
+def _check_object(value: str) -> dict[str, Any]:
+    """A ``check:`` record: ``test`` and ``name``, and an ``outcome`` or (written before
+    outcomes, and still beside them) ``ok``; each known key of the right type."""
+    check = _json_object(value, "check")
+    for key in ("test", "name"):
+        if key not in check:
+            raise ReceiptFormatError(f"check field has no {key!r}: {_quoted(value)}")
+    for key, (valid, wanted) in _CHECK_FIELDS.items():
+        if key in check and not valid(check[key]):
+            raise ReceiptFormatError(f"check field has a bad {key!r} (must be {wanted}): {_quoted(value)}")
+    if "outcome" not in check and "ok" not in check:
+        raise ReceiptFormatError(f"check field has neither 'outcome' nor 'ok': {_quoted(value)}")
+    if "outcome" in check and "ok" in check and check["ok"] != (check["outcome"] == "passed"):
+        raise ReceiptFormatError(f"check field's 'ok' contradicts its 'outcome': {_quoted(value)}")
+    return check
+
+
+def check_outcome(check: dict[str, Any]) -> str:
+    """``passed``, ``failed`` or ``error`` for a parsed check record; an older record's
+    ``ok: false`` is ``failed``."""
+    if "outcome" in check:
+        return check["outcome"]
+    return "passed" if check["ok"] else "failed"
 
 
 def _check_known_keys(data: dict[str, Any], known: dict[str, Any], what: str, value: str) -> None:

@@ -26,7 +26,7 @@ from gitproof.notes import NotesStore
 from gitproof.git import commit_time, lookup
 from gitproof.policy import (ModeBinding, Policy, PolicyError, load_policy, node_ids_in, read_node_ids,
                              selects)
-from gitproof.receipt import Receipt, SignedReceipt, printable
+from gitproof.receipt import Receipt, SignedReceipt, check_outcome, printable, terminal_safe
 from gitproof.signing import NAMESPACE
 
 VALIDATED = "validated"
@@ -242,6 +242,35 @@ class TestsPassed:
         if not any(t.outcome == "passed" for t in receipt.tests):
             return Failure("tests-failed", "no test passed (all skipped or xfailed)")
         return Failure("tests-failed", f"pytest exited with status {receipt.exit_status}")
+
+
+class ChecksPassed:
+    """Every ``gpu_proof_check`` in the receipt passed (an older record's ``ok: false`` is failed).
+
+    A test can catch a check's failure and pass: the check line still says so.
+    Checks of a test recorded ``xfailed`` are exempt: it was expected to fail.
+    Like :class:`TestsPassed`, every check of the receipt counts, whatever the scope.
+    """
+
+    SHOWN = 3
+
+    def failure(self, signed: SignedReceipt) -> Failure | None:
+        receipt = signed.receipt
+        xfailed = {t.nodeid for t in receipt.tests if t.outcome == "xfailed"}
+        unpassed = [c for c in receipt.checks if check_outcome(c) != "passed" and c["test"] not in xfailed]
+        if not unpassed:
+            return None
+        shown = "; ".join(_why_check(c) for c in unpassed[:self.SHOWN])
+        more = f" (+{len(unpassed) - self.SHOWN} more)" if len(unpassed) > self.SHOWN else ""
+        return Failure("check-failed", f"{len(unpassed)} gpu_proof_check(s) did not pass: {shown}{more}")
+
+
+def _why_check(check: dict[str, Any]) -> str:
+    message = " ".join(str(check.get("message", "")).split())  # an assert_allclose report, on one line
+    if len(message) > 200:
+        message = message[:200] + "..."
+    detail = f": {terminal_safe(message)}" if message else ""  # one line now; % stays as it is
+    return f"{printable(check['test'])} check '{printable(check['name'])}' {check_outcome(check)}{detail}"
 
 
 @dataclass
@@ -548,8 +577,18 @@ class ReceiptVerdict:
                         counts=r.counts, mode=r.mode, started=r.started.isoformat(),
                         finished=r.finished.isoformat(), commit=r.commit, trees=r.trees,
                         gpus=r.gpus, gpu_facts=r.gpu_facts, gpu_use=r.gpu_use,
+                        checks=[check_json(c) for c in r.checks],
                         shard=r.shard, unsigned=self.signed.unsigned)
         return data
+
+
+def check_json(check: dict[str, Any]) -> dict[str, Any]:
+    """One check record with every field present: an older record gets its outcome from ``ok``,
+    and what it lacks is null (``message`` empty, ``metadata`` {})."""
+    return {"test": check["test"], "name": check["name"], "outcome": check_outcome(check),
+            "message": check.get("message", ""), "max_abs_err": check.get("max_abs_err"),
+            "max_rel_err": check.get("max_rel_err"), "rtol": check.get("rtol"), "atol": check.get("atol"),
+            "metadata": check.get("metadata", {})}
 
 
 @dataclass
@@ -631,7 +670,7 @@ class Verifier:
         if required is not None and scope.shard is not None:
             required = [n for n in required if scope.selects(n)]
         checks: list[ReceiptCheck] = [
-            self.trust, InScope(scope.shard), TestsPassed(),
+            self.trust, InScope(scope.shard), TestsPassed(), ChecksPassed(),
             SkipsAllowed(policy.allow_skipped, policy.expected_skips, scope.shard is not None),
             Fresh(self.repo, self.now, policy.max_age_days),
             SignerNarrowed(policy.signers, policy.key_fingerprints), ModeAllowed(policy.modes),

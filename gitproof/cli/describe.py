@@ -1,9 +1,12 @@
 """Human-readable lines for verdicts and receipts, shared by verify, show, log and status."""
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from gitproof.cli.common import short, styled
 from gitproof.gpu_use import _milliseconds
-from gitproof.receipt import Receipt, TestResult, printable
+from gitproof.receipt import Receipt, TestResult, check_outcome, printable, terminal_safe
 from gitproof.verification import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
 
@@ -91,6 +94,40 @@ def _test_line(test: TestResult, labels: dict[str, str], kernels: dict[str, str]
         f"  ({note})" if note else "")
 
 
+def check_lines(receipt: Receipt) -> dict[str, list[str]]:
+    """The lines of each test's ``gpu_proof_check`` records, by node id, in receipt order."""
+    lines: dict[str, list[str]] = {}
+    for check in receipt.checks:
+        lines.setdefault(check["test"], []).append(_check_line(check))
+    return lines
+
+
+def _check_line(check: dict[str, Any]) -> str:
+    """``check passed  name  max abs err 1e-07, max rel err 2e-07 (rtol 1e-05, atol 1e-08)``,
+    then the metadata, and for a check that did not pass its message, on one line."""
+    outcome = check_outcome(check)
+    text = f"      check {outcome:6}  {printable(check['name'])}"
+    errors = ", ".join(f"{label} {_number(check[key])}" for key, label in
+                       (("max_abs_err", "max abs err"), ("max_rel_err", "max rel err")) if key in check)
+    tolerances = ", ".join(f"{key} {_number(check[key])}" for key in ("rtol", "atol") if key in check)
+    text += f"  {errors}" if errors else ""
+    text += f" ({tolerances})" if tolerances else ""
+    if check.get("metadata"):
+        text += "  metadata " + _clipped(json.dumps(check["metadata"], ensure_ascii=False, sort_keys=True))
+    if outcome != "passed" and check.get("message"):
+        text += ": " + _clipped(" ".join(check["message"].split()))
+    return text
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else printable(str(value))
+
+
+def _clipped(text: str, limit: int = 200) -> str:
+    """Free text on one line (a message, metadata as JSON), cut, and safe for a terminal."""
+    return terminal_safe(text if len(text) <= limit else text[:limit] + "...")
+
+
 def receipt_brief(receipt: Receipt) -> str:
     when = receipt.started.strftime("%Y-%m-%d %H:%M UTC")
     return f"{printable(receipt.signer)} on {gpu_text(receipt)}, {when}, {receipt.mode}"
@@ -148,6 +185,10 @@ def receipt_block(verdict: ReceiptVerdict, number: int) -> list[str]:
           if r.ci else []),
         *(["  UNSIGNED  a dry run: nobody vouches for it"] if verdict.signed.unsigned else []),
         "  tests:",
-        *[_test_line(t, labels, notes) for t in r.tests],
     ]
+    checks = check_lines(r)
+    for test in r.tests:
+        lines += [_test_line(test, labels, notes), *checks.pop(test.nodeid, [])]
+    for nodeid, unlisted in checks.items():  # a receipt that lists checks of tests it does not list
+        lines += [f"    (test not listed) {printable(nodeid)}", *unlisted]
     return lines

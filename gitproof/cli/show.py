@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
+import pygit2
 import typer
 
 from gitproof.cli.common import emit_json, errors_as_exit, open_repo, resolve_commit, short, warn_about_trust
 from gitproof.cli.describe import receipt_block
-from gitproof.verification import open_verifier
+from gitproof.receipt import printable
+from gitproof.verification import UNCHANGED, CommitVerdict, Verifier, open_verifier
 
 
 def command(
@@ -15,7 +18,13 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     raw: bool = typer.Option(False, "--raw", help="Print the note's bytes exactly as stored."),
 ) -> None:
-    """Show the receipts attached to REV and whether each one is valid for it."""
+    """Show the receipts attached to REV and whether each one is valid for it.
+
+    With no receipt on REV, say which ancestor's receipt covers it when its
+    fingerprint trees are unchanged from that ancestor's. Exit status: 0 when
+    REV holds receipts (valid or not) or is validated through such an ancestor,
+    1 otherwise, 2 on a usage or configuration error.
+    """
     repo = open_repo()
     commit = resolve_commit(repo, rev)
     with errors_as_exit():
@@ -30,14 +39,51 @@ def command(
             sys.stdout.buffer.write(data)
             return
         verdicts = verifier.receipts_on(commit)
+        if not verdicts:
+            _no_receipts(verifier, commit, as_json)
     if as_json:
         emit_json({"commit": str(commit.id), "receipts": [v.to_json() for v in verdicts]})
-    elif not verdicts:
-        typer.echo(f"no receipts on {short(str(commit.id))}")
     else:
         for number, verdict in enumerate(verdicts, start=1):
             typer.echo("\n".join(receipt_block(verdict, number)))
-    raise typer.Exit(0 if verdicts else 1)
+    raise typer.Exit(0)
+
+
+def _no_receipts(verifier: Verifier, commit: pygit2.Commit, as_json: bool) -> None:
+    """No note on the commit: name the ancestor whose receipt covers it, or say why none does."""
+    verdict = verifier.verify(commit)
+    holders = _holders(verdict) if verdict.state == UNCHANGED else {}
+    if as_json:
+        data: dict[str, Any] = {"commit": str(commit.id), "receipts": []}
+        if holders:
+            data["unchanged_from"] = verdict.receipt.note_commit  # sharded: the newest receipt's
+            if verdict.shards:
+                data["unchanged_from_shards"] = holders
+        emit_json(data)
+    else:
+        typer.echo(_no_receipts_text(str(commit.id), verdict, holders))
+    raise typer.Exit(0 if holders else 1)
+
+
+def _holders(verdict: CommitVerdict) -> dict[str, str]:
+    """Which commit holds the receipt that validates each scope ("" when unsharded)."""
+    if not verdict.shards:
+        return {"": verdict.receipt.note_commit} if verdict.receipt else {}
+    return {name: part.receipt.note_commit for name, part in verdict.shards.items() if part.receipt}
+
+
+def _no_receipts_text(commit: str, verdict: CommitVerdict, holders: dict[str, str]) -> str:
+    head = f"no receipts on {short(commit)}"
+    if not holders:
+        return "\n".join([head, *(f"  ! {r.message}" for r in verdict.reasons)])  # messages are escaped
+    if list(holders) == [""]:
+        holder = short(holders[""])
+        return (f"{head}; its fingerprint trees are unchanged from {holder}, which holds the receipt "
+                f"(see `git gpu-proof show {holder}`)")
+    parts = [f"shard {printable(name)}: unchanged from {short(sha)} (see `git gpu-proof show {short(sha)}`)"
+             for name, sha in holders.items()]
+    return "\n".join([f"{head}; its fingerprint trees are unchanged from ancestors that hold the receipts:",
+                      *(f"  {part}" for part in parts)])
 
 
 def register(app: typer.Typer) -> None:
