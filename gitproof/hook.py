@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import pygit2
 
@@ -45,29 +47,57 @@ class RefUpdate:
         return set(self.remote_sha) != {"0"}
 
 
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{40}([0-9a-fA-F]{24})?")  # SHA-1 or SHA-256, in full
+
+
 def parse_updates(text: str) -> list[RefUpdate]:
     updates = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
-        if len(fields) != 4:
+        if len(fields) != 4 or not (_OBJECT_ID.fullmatch(fields[1]) and _OBJECT_ID.fullmatch(fields[3])):
             raise HookInputError(f"pre-push input line {number} is not "
                                  f"'<local ref> <local sha> <remote ref> <remote sha>': {line!r}")
         updates.append(RefUpdate(*fields))
     return updates
 
 
-def updates_from_pre_commit_env(environ: dict[str, str] | None = None) -> list[RefUpdate]:
-    """The pre-commit framework passes no stdin; it describes the push in variables."""
+def updates_from_pre_commit_env(environ: Mapping[str, str] | None = None,
+                                repo: pygit2.Repository | None = None) -> list[RefUpdate]:
+    """The pre-commit framework passes no stdin; it describes the push in variables.
+
+    Its ``--from-ref`` / ``--to-ref`` may be any revision (``HEAD~1``, a branch):
+    with ``repo`` they are resolved to commit ids here, and one that names no
+    commit is a HookInputError naming the variable. A full id of a commit we do
+    not have is kept: the remote may hold commits this clone never fetched.
+    """
     env = os.environ if environ is None else environ
     # pre-commit leaves TO_REF unset when the push contains the root commit
-    to_ref = env.get("PRE_COMMIT_TO_REF") or env.get("PRE_COMMIT_LOCAL_BRANCH")
+    to_name = "PRE_COMMIT_TO_REF" if env.get("PRE_COMMIT_TO_REF") else "PRE_COMMIT_LOCAL_BRANCH"
+    to_ref = env.get(to_name)
     if not to_ref:
         return []
+    from_ref = env.get("PRE_COMMIT_FROM_REF") or ZERO
+    if repo is not None:
+        to_ref = _resolved(repo, to_ref, to_name, keep_unknown_ids=False)
+        from_ref = _resolved(repo, from_ref, "PRE_COMMIT_FROM_REF", keep_unknown_ids=True)
     remote_branch = env.get("PRE_COMMIT_REMOTE_BRANCH") or "refs/heads/unknown"
-    return [RefUpdate(env.get("PRE_COMMIT_LOCAL_BRANCH") or "HEAD", to_ref, remote_branch,
-                      env.get("PRE_COMMIT_FROM_REF") or ZERO)]
+    return [RefUpdate(env.get("PRE_COMMIT_LOCAL_BRANCH") or "HEAD", to_ref, remote_branch, from_ref)]
+
+
+def _resolved(repo: pygit2.Repository, value: str, variable: str, keep_unknown_ids: bool) -> str:
+    """The full commit id ``value`` names; HookInputError (naming ``variable``) when none."""
+    if keep_unknown_ids and _OBJECT_ID.fullmatch(value):
+        return value.lower()
+    try:
+        return str(repo.revparse_single(value).peel(pygit2.Commit).id)
+    except KeyError:
+        why = ""
+    except (ValueError, pygit2.GitError) as exc:
+        why = f" ({exc})"
+    raise HookInputError(f"{variable}={value!r} does not name a commit in this repository{why}; "
+                         "pass a commit id, a branch or a revision such as HEAD~1")
 
 
 @dataclass

@@ -6,11 +6,13 @@ is already there and is not ours is kept as ``<name>.chained`` and run by
 ours first, so nothing is ever clobbered; ``uninstall`` puts it back. Our
 hooks are recognised by the marker line after the shebang.
 
-The notes configuration makes receipts visible in ``git log``
-(notes.displayRef), carries them over ``git commit --amend`` and
+The notes configuration carries receipts over ``git commit --amend`` and
 ``git rebase`` (notes.rewriteRef; safe because a receipt is checked against
 trees, not commit ids) and merges both sides of a notes merge
-(notes.gpu-proof.mergeStrategy = union).
+(notes.gpu-proof.mergeStrategy = union). It does not add receipts to plain
+``git log`` (notes.displayRef): a receipt lists every test, so each commit
+would take hundreds of lines; ``git log --notes=gpu-proof`` shows them.
+Install removes the displayRef value older versions set.
 """
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ CHAINED_SUFFIX = ".chained"
 COMMAND = "git-gpu-proof"
 MERGE_STRATEGY_KEY = "notes.gpu-proof.mergeStrategy"
 MERGE_STRATEGY = "union"
-MULTIVAR_KEYS = ("notes.displayRef", "notes.rewriteRef")
+DISPLAY_REF_KEY = "notes.displayRef"  # set by earlier versions; removed by install now
+INSTALL_KEYS = ("notes.rewriteRef",)
+UNINSTALL_KEYS = (DISPLAY_REF_KEY, "notes.rewriteRef")
 
 # Hook outcomes.
 INSTALLED = "installed"
@@ -191,7 +195,8 @@ def install(repo: pygit2.Repository) -> InstallReport:
     except OSError as exc:
         raise InstallError(f"cannot write hooks in {directory}: {exc}") from exc
     with _config_errors(repo):
-        report.config = [*(_add_multivar(repo, key) for key in MULTIVAR_KEYS), _set_merge_strategy(repo)]
+        report.config = [*(_add_multivar(repo, key) for key in INSTALL_KEYS), _set_merge_strategy(repo)]
+        report.config += _drop_display_ref(repo)
     report.warnings += [r.warning for r in forced_notes_refspecs(repo)]
     report.warnings += [step.detail for step in report.config if step.outcome == CONFLICT]
     return report
@@ -327,6 +332,21 @@ def _add_multivar(repo: pygit2.Repository, key: str) -> ConfigStep:
     return ConfigStep(key, NOTES_REF, UNCHANGED, how + where)
 
 
+def _drop_display_ref(repo: pygit2.Repository) -> list[ConfigStep]:
+    """Remove ``notes.displayRef = refs/notes/gpu-proof`` from the repository's own config.
+
+    Older installs set it, and plain ``git log`` then printed every receipt
+    (one line per test) under each commit. Other values, and values in the
+    global config, are the user's own and stay.
+    """
+    step = _remove_multivar(repo, DISPLAY_REF_KEY)
+    if step.outcome != REMOVED:
+        return []
+    return [ConfigStep(DISPLAY_REF_KEY, NOTES_REF, REMOVED,
+                       "removed (an older install set it): plain `git log` stays short; "
+                       "`git log --notes=gpu-proof` shows the receipts")]
+
+
 def _set_merge_strategy(repo: pygit2.Repository) -> ConfigStep:
     current = _config_get(repo, MERGE_STRATEGY_KEY)
     if current is None:
@@ -401,7 +421,7 @@ def uninstall(repo: pygit2.Repository) -> UninstallReport:
     except OSError as exc:
         raise InstallError(f"cannot remove hooks from {directory}: {exc}") from exc
     with _config_errors(repo):
-        report.config = [*(_remove_multivar(repo, key) for key in MULTIVAR_KEYS),
+        report.config = [*(_remove_multivar(repo, key) for key in UNINSTALL_KEYS),
                          _remove_merge_strategy(repo)]
         if any(step.outcome == REMOVED for step in report.config):
             _drop_empty_sections(common_dir(repo) / "config")
@@ -501,7 +521,7 @@ def doctor(repo: pygit2.Repository) -> DoctorReport:
     """Check everything gitproof needs in this repository; nothing is changed."""
     directory = hooks_dir(repo)
     checks = [_check_hook(directory, "pre-push", FAIL), _check_hook(directory, "post-commit", WARN),
-              _check_display_ref(repo), _check_rewrite_ref(repo), _check_merge_strategy(repo),
+              _check_rewrite_ref(repo), _check_display_ref(repo), _check_merge_strategy(repo),
               _check_fetch_refspecs(repo), _check_signing_key(repo)]
     policy_check, policy = _check_policy(repo)
     checks += [policy_check, _check_allowed_signers(repo, policy), _check_command(), _check_gpu_facts()]
@@ -544,7 +564,14 @@ def _check_notes_list(repo: pygit2.Repository, key: str, why: str) -> Check:
 
 
 def _check_display_ref(repo: pygit2.Repository) -> Check:
-    return _check_notes_list(repo, "notes.displayRef", "`git log` does not show receipts")
+    """Not needed; warned about only as older installs set it (exactly our ref, locally)."""
+    local = [value for value, level in _config_entries(repo, DISPLAY_REF_KEY)
+             if value == NOTES_REF and level == pygit2.enums.ConfigLevel.LOCAL]
+    if local:
+        return Check(DISPLAY_REF_KEY, WARN, f"includes {NOTES_REF} (set by an older install): plain "
+                     "`git log` prints every receipt under each commit", "git gpu-proof install")
+    return Check(DISPLAY_REF_KEY, OK, "not needed: `git log --notes=gpu-proof` or `git gpu-proof log` "
+                                      "show the receipts")
 
 
 def _check_rewrite_ref(repo: pygit2.Repository) -> Check:

@@ -380,10 +380,14 @@ def _sign_command(key: SigningKey, workdir: Path, payload_file: Path, namespace:
     return command + [str(payload_file)]
 
 
-def _run_signer(command: list[str], program: str) -> None:
+def _run_signer(command: list[str], program: str, detached: bool = False) -> None:
+    """Run ``ssh-keygen -Y sign``. ``detached``: away from the terminal and from askpass
+    programs, so that it never asks for anything (it signs, or fails at once)."""
+    env = {**os.environ, "SSH_ASKPASS_REQUIRE": "never"} if detached else None
     try:
         result = subprocess.run(
-            command, capture_output=True, text=True, stdin=subprocess.DEVNULL
+            command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            start_new_session=detached, env=env,
         )
     except OSError as exc:
         raise _program_error(program, exc) from exc
@@ -407,20 +411,109 @@ def _read_signature(sig_file: Path, program: str) -> str:
     return text
 
 
-def sign(payload: bytes, key: SigningKey, namespace: str = NAMESPACE) -> str:
-    """Sign ``payload`` like git does; returns the armored SSH signature text."""
+def sign(payload: bytes, key: SigningKey, namespace: str = NAMESPACE, detached: bool = False) -> str:
+    """Sign ``payload`` like git does; returns the armored SSH signature text.
+
+    ``detached``: never prompt (see ``_run_signer``)."""
     workdir = Path(tempfile.mkdtemp(prefix="gitproof-sign-"))  # mode 0700
     try:
         payload_file = workdir / "payload"
         _write_private(payload_file, payload)
         if key.secret is None:
-            _run_signer(_sign_command(key, workdir, payload_file, namespace), key.program)
+            _run_signer(_sign_command(key, workdir, payload_file, namespace), key.program, detached)
         else:
             public = public_key_of(key)
             with private_key_file(key, workdir) as key_file:
                 # ssh-keygen -Y sign reads the public half from <key>.pub for PEM-format keys
                 _write_private(Path(f"{key_file}.pub"), public.encode("ascii") + b"\n")
-                _run_signer(_sign_command(key, workdir, payload_file, namespace, key_file), key.program)
+                _run_signer(_sign_command(key, workdir, payload_file, namespace, key_file), key.program,
+                            detached)
         return _read_signature(Path(f"{payload_file}.sig"), key.program)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- before a run: can this key sign without anyone at the keyboard? ------------
+
+PROBE_PAYLOAD = b"gitproof: a probe signature before the tests run; never stored\n"
+_OPENSSH_MAGIC = b"openssh-key-v1\x00"
+
+
+def probe(key: SigningKey) -> str:
+    """Sign a probe message now, never prompting; SigningError says why not.
+
+    ``git gpu-proof run`` calls it before the tests, so a key that cannot sign
+    (missing, not in ssh-agent, protected by a passphrase) stops the run at
+    once rather than after it. The signature is only ever looked at, never stored.
+    """
+    return sign(PROBE_PAYLOAD, key, detached=True)
+
+
+def needs_passphrase(key: SigningKey) -> bool:
+    """A private key file protected by a passphrase (ssh-agent may still hold its key)."""
+    if key.path is None:
+        return False
+    try:
+        data = key.path.read_bytes()
+    except OSError:
+        return False
+    return _encrypted(data)
+
+
+def _encrypted(data: bytes) -> bool:
+    text = data.decode("ascii", errors="replace").replace("\r\n", "\n")
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if not lines or not lines[0].startswith("-----BEGIN "):
+        return False
+    if "ENCRYPTED" in lines[0] or any(line.startswith("Proc-Type:") and "ENCRYPTED" in line
+                                      for line in lines[:3]):
+        return True  # PEM: PKCS#8 "ENCRYPTED PRIVATE KEY", or the older Proc-Type header
+    if lines[0] != "-----BEGIN OPENSSH PRIVATE KEY-----":
+        return False
+    try:
+        blob = base64.b64decode("".join(lines[1:-1]))
+        cipher, _ = _read_string(blob, len(_OPENSSH_MAGIC))
+    except (ValueError, binascii.Error):
+        return False
+    return blob.startswith(_OPENSSH_MAGIC) and cipher != b"none"
+
+
+def unlock(key: SigningKey, attempts: int = 3) -> bytes:
+    """The text of a passphrase-protected key file, decrypted; the passphrase is asked once.
+
+    ``ssh-keygen -p`` asks for it on the terminal (this process's standard
+    input must be one) and decrypts a copy, a 0600 file in a private (0700)
+    temporary directory, which is read back and removed at once, Ctrl-C
+    included. The decrypted text stays in memory: a run hands it to the
+    recorder as ``--key-env`` does. Up to ``attempts`` tries for a mistyped passphrase.
+    """
+    if key.path is None:
+        raise ValueError("unlock is only for private key files")
+    original = key.path.read_bytes()
+    workdir = Path(tempfile.mkdtemp(prefix="gitproof-unlock-"))
+    try:
+        copy = workdir / "signing_key"
+        problem = ""
+        for _ in range(attempts):
+            _write_private(copy, original)
+            problem = _decrypt_copy(copy, key.program)
+            if not problem:
+                return copy.read_bytes()
+            copy.unlink()
+            if "passphrase" not in problem:
+                break
+        raise SigningError(f"could not unlock {key.spec}: {problem or 'no passphrase given'}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _decrypt_copy(copy: Path, program: str) -> str:
+    """Run ``ssh-keygen -p -N ''`` on the copy; its error text, or "" on success."""
+    try:  # standard input stays the terminal: ssh-keygen reads the passphrase there
+        result = subprocess.run([program, "-p", "-N", "", "-f", str(copy)], capture_output=True, text=True)
+    except OSError as exc:
+        raise _program_error(program, exc) from exc
+    if result.returncode == 0:
+        return ""
+    return (result.stderr.strip() or result.stdout.strip()).replace(str(copy), "the key") or \
+        f"exit status {result.returncode}"

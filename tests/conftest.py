@@ -26,11 +26,12 @@ def isolated_git_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "[init]\n\tdefaultBranch = main\n"
     )
     old = {k: os.environ.get(k) for k in ("HOME", "GIT_CONFIG_NOSYSTEM", "XDG_CONFIG_HOME", "SSH_AUTH_SOCK",
-                                          *GPU_VARIABLES)}
+                                          "VIRTUAL_ENV", *GPU_VARIABLES)}
     os.environ["HOME"] = str(home)
     os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
     os.environ["XDG_CONFIG_HOME"] = str(home / ".config")
     os.environ.pop("SSH_AUTH_SOCK", None)
+    os.environ.pop("VIRTUAL_ENV", None)  # `run` would choose an activated virtualenv's interpreter
     # The suite must behave the same on a developer's GPU machine: no real NVML or
     # nvidia-smi answers unless a test installs a fake, and no inherited device mask.
     for name in GPU_VARIABLES:

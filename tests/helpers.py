@@ -1,9 +1,31 @@
 """Small helpers for tests: real git, real ssh-keygen, no mocks."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+
+BIN = str(Path(sys.executable).parent)
+
+
+def tool_environment(**extra: str) -> dict[str, str]:
+    """This environment, with this interpreter's scripts first on PATH and no virtualenv
+    active (``run`` would choose an activated one's interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return {**env, "PATH": BIN + os.pathsep + env["PATH"], **extra}
+
+
+def run_tool(cwd: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    """``git gpu-proof ARGS`` as a user runs it, with no terminal on stdin."""
+    return subprocess.run(["git", "gpu-proof", *args], cwd=cwd, env=tool_environment(**extra),
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+
+def notes_tip(root: Path) -> str:
+    return git(root, "rev-parse", "-q", "--verify", "refs/notes/gpu-proof", check=False)
 
 
 def git(cwd: Path, *args: str, input: str | None = None, check: bool = True) -> str:

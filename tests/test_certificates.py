@@ -56,6 +56,7 @@ def test_a_certificate_signed_receipt_verifies_here_and_with_ssh_keygen(repo: Pa
 
 def test_a_certificate_for_another_principal_is_not_allowed(repo: Path, tmp_path: Path):
     signing_with_a_certificate(repo, tmp_path, "mallory@example.com")
-    assert gp(repo, "run").returncode == 0  # runner@example.com (user.email) claims it
+    run = gp(repo, "run")  # runner@example.com (user.email) claims it
+    assert run.returncode == 6 and "signer-not-allowed" in run.stdout + run.stderr  # run's own check
     refused = gp(repo, "verify", "--json")
     assert refused.returncode == 1 and "signer-not-allowed" in refused.stdout

@@ -435,8 +435,8 @@ def test_key_secret_without_final_newline_needs_the_printf(world, tmp_path):
     runner = fresh_clone(world, "runner")
     git(runner, "config", "user.signingKey", str(bare_copy))
     result = gp(runner, "run", "--mode", "ci-gpu", "--principal", CI_PRINCIPAL)
-    assert result.returncode == 3, result.stdout + result.stderr
-    assert "-Y sign` failed" in result.stdout
+    assert result.returncode == 4, result.stdout + result.stderr  # refused before any test runs
+    assert "-Y sign` failed" in result.stderr
     assert not has_ref(runner, NOTES_REF)
     temp = tmp_path / "runner-temp"
     temp.mkdir()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,7 +157,9 @@ def test_interrupt_during_signing_leaves_notes_exactly_as_they_were(project, sig
     commit_all(project, "next")
     started = project / ".git" / "signer-started"
     slow = project / ".git" / "slow-signer"
-    slow.write_text(f"#!/bin/sh\ntouch {started}\nsleep 30\nexec ssh-keygen \"$@\"\n")
+    probed = project / ".git" / "probed"  # `run` signs a probe before the tests: let it through
+    slow.write_text(f"#!/bin/sh\nif [ -e {probed} ]; then touch {started}; sleep 30; else touch {probed}; fi\n"
+                    "exec ssh-keygen \"$@\"\n")
     slow.chmod(0o755)
     git(project, "config", "gpg.ssh.program", str(slow))
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
@@ -182,3 +185,75 @@ def test_demo_runs_end_to_end(tmp_path):
     assert 'Good "gpu-proof" signature' in result.stdout
     assert "validated" in result.stdout and "unvalidated" in result.stdout
     assert gp(tmp_path, "demo", "--dir", str(tmp_path / "demo")).returncode == 2
+
+
+# -- help, completion, colour ---------------------------------------------------------------------
+
+def all_command_paths() -> list[list[str]]:
+    """Every command and subcommand the program has, as argument lists."""
+    import typer
+
+    from gitproof.cli.main import build_app
+
+    def walk(command, prefix: list[str]) -> list[list[str]]:
+        found = [prefix]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, prefix + [name])
+        return found
+
+    return walk(typer.main.get_command(build_app()), [])
+
+
+def test_no_help_text_shows_typer_type_names(tmp_path):
+    paths = all_command_paths()
+    assert ["run"] in paths and ["hook", "pre-push"] in paths and ["signers", "add"] in paths
+    for path in paths:
+        result = gp(tmp_path, *path, "-h")
+        assert result.returncode == 0, (path, result.stderr)
+        leaked = re.findall(r"<(?:str|int|float|bool|path|list\[[^\]]*\]|[a-z]+\[[^\]]*\])>", result.stdout)
+        assert not leaked, (path, leaked, result.stdout)
+
+
+def test_run_usage_shows_where_pytest_arguments_go(tmp_path):
+    usage = gp(tmp_path, "run", "-h").stdout.splitlines()[0]
+    assert usage == "Usage: git gpu-proof run [OPTIONS] [-- PYTEST_ARGS]..."
+
+
+def test_shell_completion_script_and_answers(tmp_path):
+    tool = str(Path(BIN) / "git-gpu-proof")
+    script = subprocess.run([tool, "--show-completion", "bash"], capture_output=True, text=True)
+    assert script.returncode == 0
+    assert "_GIT_GPU_PROOF_COMPLETE=complete_bash" in script.stdout
+    assert script.stdout.rstrip().endswith("git-gpu-proof")  # `complete ... git-gpu-proof`
+
+    def complete(line: str) -> list[str]:
+        words = line.split(" ")
+        env = {**os.environ, "_GIT_GPU_PROOF_COMPLETE": "complete_bash", "COMP_WORDS": line,
+               "COMP_CWORD": str(len(words) - 1)}
+        done = subprocess.run([tool], env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("git-gpu-proof ver") == ["verify"]
+    assert complete("git-gpu-proof hook pre") == ["pre-push"]  # the hook's fast path stays out of the way
+    assert "--no-policy-check" in complete("git-gpu-proof run --no")
+
+
+def test_no_color_leaves_out_every_escape_sequence_on_a_terminal(project):
+    from tests.terminal import in_terminal
+
+    tool = str(Path(BIN) / "git-gpu-proof")
+    base = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"]}
+    base.pop("NO_COLOR", None)
+    write_files(project, {"src/kernels.py": "def add(a, b):\n    return a + b + 1\n"})
+    commit_all(project, "unvalidated")
+    hook_env = {"PRE_COMMIT_FROM_REF": "HEAD~1", "PRE_COMMIT_TO_REF": "HEAD",
+                "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main"}
+    commands = [(["doctor"], {}), (["verify", "no-such-rev"], {}), (["verify"], {}),
+                (["hook", "pre-push", "origin"], hook_env), (["run"], {})]
+    for args, extra in commands:
+        colored = in_terminal([tool, *args], project, {**base, **extra})
+        assert b"\x1b[" in colored.output, (args, colored.text)
+        plain = in_terminal([tool, *args], project, {**base, **extra, "NO_COLOR": "1"})
+        assert b"\x1b" not in plain.output, (args, plain.text)
+        assert plain.status == colored.status

@@ -156,7 +156,7 @@ def test_planted_bug_picks_the_cpu_until_step_four_fixes_it(tmp_path):
 def test_cuda_steps_tell_the_story_with_the_expected_exits():
     steps = cuda_steps()
     assert [(step.shown, step.argv, step.expect) for step in steps] == [
-        ("git gpu-proof run", TOOL + ["run"], 0),
+        ("git gpu-proof run", TOOL + ["run"], 6),
         ("git gpu-proof show", TOOL + ["show"], 0),
         ("git gpu-proof verify", TOOL + ["verify"], 1),
         ("git commit src/matmul.py && git gpu-proof run", TOOL + ["run"], 0),

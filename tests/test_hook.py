@@ -184,6 +184,53 @@ def test_pre_commit_framework_variables_are_read_when_stdin_is_empty(world, clon
     assert result.returncode == 1 and "push refused" in result.stderr
 
 
+@pytest.mark.parametrize("from_ref, to_ref", [("HEAD~1", "HEAD"), ("origin/main", "main"),
+                                               ("refs/remotes/origin/main", "HEAD^{commit}")])
+def test_pre_commit_refs_may_be_revisions_not_only_commit_ids(world, clone, from_ref, to_ref):
+    """`pre-commit run --hook-stage pre-push --from-ref HEAD~1 --to-ref HEAD` passes them as typed."""
+    sha = change_kernel(clone)
+    result = gp(clone, "hook", "pre-push", "origin", input="", PRE_COMMIT_FROM_REF=from_ref,
+                PRE_COMMIT_TO_REF=to_ref, PRE_COMMIT_REMOTE_BRANCH="refs/heads/main")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "push refused" in result.stderr and sha[:10] in result.stderr
+    run = gp(clone, "run")
+    assert run.returncode == 0, run.stdout + run.stderr
+    accepted = gp(clone, "hook", "pre-push", "origin", input="", PRE_COMMIT_FROM_REF=from_ref,
+                  PRE_COMMIT_TO_REF=to_ref, PRE_COMMIT_REMOTE_BRANCH="refs/heads/main")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "1 ref(s) with GPU changes validated" in accepted.stderr
+
+
+@pytest.mark.parametrize("variables, named", [
+    ({"PRE_COMMIT_FROM_REF": "HEAD~99", "PRE_COMMIT_TO_REF": "HEAD"}, "PRE_COMMIT_FROM_REF='HEAD~99'"),
+    ({"PRE_COMMIT_FROM_REF": "no-such-branch", "PRE_COMMIT_TO_REF": "HEAD"},
+     "PRE_COMMIT_FROM_REF='no-such-branch'"),
+    ({"PRE_COMMIT_TO_REF": "HEAD^{tree}"}, "PRE_COMMIT_TO_REF='HEAD^{tree}'"),
+    ({"PRE_COMMIT_LOCAL_BRANCH": "refs/heads/gone"}, "PRE_COMMIT_LOCAL_BRANCH='refs/heads/gone'"),
+])
+def test_unresolvable_pre_commit_refs_are_a_clear_error(world, clone, variables, named):
+    change_kernel(clone)
+    result = gp(clone, "hook", "pre-push", "origin", input="",
+                PRE_COMMIT_REMOTE_BRANCH="refs/heads/main", **variables)
+    assert result.returncode == 2, result.stderr
+    assert f"gpu-proof: error: {named} does not name a commit in this repository" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_remote_commit_we_never_fetched_is_not_an_error(world, clone):
+    change_kernel(clone)
+    result = gp(clone, "hook", "pre-push", "origin", input="", PRE_COMMIT_FROM_REF="ab" * 20,
+                PRE_COMMIT_TO_REF="HEAD", PRE_COMMIT_REMOTE_BRANCH="refs/heads/main")
+    assert result.returncode == 1 and "push refused" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pre_push_input_with_something_else_than_commit_ids_is_refused(world, clone):
+    result = gp(clone, "hook", "pre-push", "origin", "url", input="refs/heads/main HEAD~1 refs/heads/main HEAD\n")
+    assert result.returncode == 2 and "pre-push input line 1 is not" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_pre_commit_root_commit_push_falls_back_to_the_local_branch(world, clone):
     change_kernel(clone)
     result = gp(clone, "hook", "pre-push", "origin", input="", PRE_COMMIT_LOCAL_BRANCH="main",

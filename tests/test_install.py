@@ -156,7 +156,7 @@ def test_install_into_a_fresh_repository(tmp_path):
         hook = root / ".git" / "hooks" / name
         assert hook.read_bytes() == setup.hook_script(name)
         assert stat.S_IMODE(hook.stat().st_mode) == 0o755
-    assert git(root, "config", "--get-all", "notes.displayRef") == NOTES_REF
+    assert git(root, "config", "--get-all", "notes.displayRef", check=False) == ""  # git log stays short
     assert git(root, "config", "--get-all", "notes.rewriteRef") == NOTES_REF
     assert git(root, "config", "notes.gpu-proof.mergeStrategy") == "union"
     assert "pre-push      installed" in result.stdout
@@ -178,8 +178,9 @@ def test_existing_values_are_not_duplicated(repo):
     git(repo, "config", "--add", "notes.displayRef", "refs/notes/*")
     git(repo, "config", "--add", "notes.rewriteRef", NOTES_REF)
     report = setup.install(open_repo(repo))
-    assert [c.outcome for c in report.config] == [setup.UNCHANGED, setup.UNCHANGED, setup.SET]
-    assert git(repo, "config", "--get-all", "notes.displayRef") == "refs/notes/*"
+    assert [(c.key, c.outcome) for c in report.config] == [("notes.rewriteRef", setup.UNCHANGED),
+                                                           (setup.MERGE_STRATEGY_KEY, setup.SET)]
+    assert git(repo, "config", "--get-all", "notes.displayRef") == "refs/notes/*"  # the user's own
     assert git(repo, "config", "--get-all", "notes.rewriteRef") == NOTES_REF
 
 
@@ -334,11 +335,34 @@ def test_post_commit_chains_and_only_warns_without_gitproof(repo, record, fake_b
     assert git(repo, "log", "-1", "--format=%s") == "two"
 
 
-def test_git_log_shows_receipts_after_install(repo):
+def test_plain_git_log_stays_short_after_install(repo):
     git(repo, "notes", "--ref=gpu-proof", "add", "-m", "gpu-proof receipt stand-in", "HEAD")
-    assert "receipt stand-in" not in git(repo, "log", "-1")
     setup.install(open_repo(repo))
+    assert "receipt stand-in" not in git(repo, "log", "-1")
+    assert "receipt stand-in" in git(repo, "log", "-1", "--notes=gpu-proof")  # the full audit view
+
+
+def test_install_removes_the_display_ref_an_older_install_set(repo):
+    git(repo, "config", "--add", "notes.displayRef", NOTES_REF)  # what gitproof <= 0.2 wrote
+    git(repo, "config", "--add", "notes.displayRef", "refs/notes/commits")  # the user's own
+    git(repo, "notes", "--ref=gpu-proof", "add", "-m", "gpu-proof receipt stand-in", "HEAD")
     assert "receipt stand-in" in git(repo, "log", "-1")
+    result = gp(repo, "install")
+    assert result.returncode == 0, result.stderr
+    assert "notes.displayRef = refs/notes/gpu-proof: removed (an older install set it)" in result.stdout
+    assert git(repo, "config", "--get-all", "notes.displayRef") == "refs/notes/commits"
+    assert "receipt stand-in" not in git(repo, "log", "-1")
+    again = json.loads(gp(repo, "install", "--json").stdout)
+    assert again["changed"] is False and "notes.displayRef" not in {c["key"] for c in again["config"]}
+
+
+def test_install_reports_the_display_ref_removal_as_a_change(repo):
+    setup.install(open_repo(repo))
+    git(repo, "config", "--add", "notes.displayRef", NOTES_REF)
+    report = setup.install(open_repo(repo))
+    assert report.changed
+    assert [(c.key, c.outcome) for c in report.config if c.outcome != setup.UNCHANGED] == [
+        ("notes.displayRef", setup.REMOVED)]
 
 
 @pytest.mark.parametrize("rewrite", [["commit", "--amend", "--allow-empty", "-q", "-m", "amended"],
@@ -404,7 +428,18 @@ def test_uninstall_from_a_fresh_repository_leaves_config_as_it_was(repo):
     setup.install(open_repo(repo))
     result = gp(repo, "uninstall", "--json")
     assert result.returncode == 0
-    assert {c["outcome"] for c in json.loads(result.stdout)["config"]} == {setup.REMOVED}
+    assert {c["key"]: c["outcome"] for c in json.loads(result.stdout)["config"]} == {
+        "notes.displayRef": setup.ABSENT, "notes.rewriteRef": setup.REMOVED,
+        setup.MERGE_STRATEGY_KEY: setup.REMOVED}
+    assert state(repo) == before
+
+
+def test_uninstall_still_removes_an_older_installs_display_ref(repo):
+    before = state(repo)
+    setup.install(open_repo(repo))
+    git(repo, "config", "--add", "notes.displayRef", NOTES_REF)
+    report = setup.uninstall(open_repo(repo))
+    assert [c.outcome for c in report.config if c.key == "notes.displayRef"] == [setup.REMOVED]
     assert state(repo) == before
 
 
@@ -455,7 +490,8 @@ def test_doctor_on_an_unconfigured_repository(repo):
     status = {c["name"]: c["status"] for c in data["checks"]}
     assert data["ok"] is False
     assert status["pre-push hook"] == "fail" and status["post-commit hook"] == "warn"
-    assert status["notes.displayRef"] == status["notes.rewriteRef"] == "warn"
+    assert status["notes.rewriteRef"] == "warn"
+    assert status["notes.displayRef"] == "ok"  # not needed: plain git log stays short
     assert status["notes.gpu-proof.mergeStrategy"] == "warn"
     assert status["signing key"] == "warn" and status["allowed signers"] == "fail"
     assert status["policy"] == "ok" and status["git-gpu-proof"] == "ok"
@@ -473,6 +509,17 @@ def test_doctor_notices_problems_after_install(configured):
     assert status["post-commit hook"] == setup.WARN  # the chained hook would be skipped
     assert status["policy"] == status["allowed signers"] == setup.FAIL
     assert status["notes.gpu-proof.mergeStrategy"] == setup.FAIL
+
+
+def test_doctor_warns_about_an_older_installs_display_ref(configured):
+    git(configured, "config", "--add", "notes.displayRef", NOTES_REF)
+    data = json.loads(gp(configured, "doctor", "--json").stdout)
+    [check] = [c for c in data["checks"] if c["name"] == "notes.displayRef"]
+    assert check["status"] == "warn" and "every receipt" in check["message"]
+    assert check["fix"] == "git gpu-proof install"
+    assert gp(configured, "install").returncode == 0
+    data = json.loads(gp(configured, "doctor", "--json").stdout)
+    assert [c["status"] for c in data["checks"] if c["name"] == "notes.displayRef"] == ["ok"]
 
 
 def test_doctor_without_the_command_on_path(configured):

@@ -263,6 +263,12 @@ def test_contradictory_key_options_are_refused_before_running(pytester, project,
 
 # -- --key-env ---------------------------------------------------------------------
 
+def slow_after_the_probe(probed: Path, started: Path) -> str:
+    """Shell lines for a gpg.ssh.program: the probe `run` signs before the tests goes
+    through at once; the receipt's signing, after them, says it started and takes 30 s."""
+    return f"if [ -e {probed} ]; then touch {started}; sleep 30; else touch {probed}; fi"
+
+
 def logging_signer(path: Path, log: Path, extra: str = "") -> Path:
     """A gpg.ssh.program that notes the key file it is given (mode, its directory's mode)."""
     return script(path, f"""
@@ -394,7 +400,8 @@ def test_interrupt_while_signing_with_an_environment_key_removes_the_key_file(cl
     key = generate_key(tmp_path / "ci-key")
     git(cli_project, "config", "--unset", "user.signingKey")
     log, started = cli_project / ".git" / "signer.log", cli_project / ".git" / "signer-started"
-    slow = logging_signer(cli_project / ".git" / "slow-signer", log, f"touch {started}\nsleep 30")
+    slow = logging_signer(cli_project / ".git" / "slow-signer", log,
+                          slow_after_the_probe(cli_project / ".git" / "probed", started))
     git(cli_project, "config", "gpg.ssh.program", str(slow))
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
@@ -406,7 +413,7 @@ def test_interrupt_while_signing_with_an_environment_key_removes_the_key_file(cl
     while not started.exists() and time.time() < deadline:
         time.sleep(0.05)
     assert started.exists(), "signer never started"
-    key_file = Path(log.read_text().split()[1])
+    key_file = Path(log.read_text().splitlines()[-1].split()[1])  # the receipt's signing, not the probe's
     assert key_file.exists()  # there while signing ...
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)

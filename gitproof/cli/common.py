@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any, Iterator, NoReturn
 
 import pygit2
 import typer
+from typer.core import TyperCommand
 
 from gitproof.cli.errors import KNOWN_ERRORS
 from gitproof.receipt import terminal_safe
@@ -18,9 +21,20 @@ EXIT_UNVALIDATED = 1
 EXIT_USAGE = 2
 
 
+def color_allowed() -> bool:
+    """False when NO_COLOR is set to anything non-empty (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR")
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.secho(f"gpu-proof: error: {terminal_safe(message)}", fg=typer.colors.RED, err=True)
+    typer.secho(f"gpu-proof: error: {terminal_safe(message)}", fg=typer.colors.RED, err=True,
+                color=None if color_allowed() else False)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    typer.secho(f"gpu-proof: warning: {terminal_safe(message)}", fg=typer.colors.YELLOW, err=True,
+                color=None if color_allowed() else False)
 
 
 @contextmanager
@@ -66,8 +80,9 @@ def trusted_commit(repo: pygit2.Repository, name: str | None) -> str | None:
 
 
 def warn_about_trust(verifier) -> None:
-    for warning in verifier.trust.warnings:
-        typer.secho(f"gpu-proof: warning: {terminal_safe(warning)}", fg=typer.colors.YELLOW, err=True)
+    """The trust roots' warnings, and the policy's (pytest-gpu-proof keys it ignores)."""
+    for warning in [*verifier.trust.warnings, *verifier.policy.notes]:
+        warn(warning)
 
 
 def short(commit_id: str) -> str:
@@ -80,5 +95,31 @@ def emit_json(data: Any) -> None:
 
 
 def styled(text: str, ok: bool | None) -> str:
+    if not color_allowed():
+        return text
     color = {True: typer.colors.GREEN, False: typer.colors.RED, None: typer.colors.YELLOW}[ok]
     return typer.style(text, fg=color, bold=True)
+
+
+# -- help texts ----------------------------------------------------------------------------
+
+_TYPE_SUFFIX = re.compile(r" <[^<>]*>(\.\.\.)?$")
+
+
+class Command(TyperCommand):
+    """Help without typer's type annotations on arguments (``rev <str>``, ``revs... <list[str]>``):
+    the help text says what an argument is; options carry a metavar for the same reason."""
+
+    def format_options(self, ctx, formatter) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.param_type_name in groups:
+                name, text = record
+                if param.param_type_name == "argument":
+                    name = _TYPE_SUFFIX.sub("", name)
+                groups[param.param_type_name].append((name, text))
+        for title, rows in (("Arguments", groups["argument"]), ("Options", groups["option"])):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)

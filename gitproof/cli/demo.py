@@ -11,7 +11,8 @@ from gitproof.demo import CUDA, VECADD, check_cuda, run_demo
 
 
 def command(
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Where to create the demo "
+    directory: Optional[Path] = typer.Option(None, "--dir", metavar="DIR",
+                                             help="Where to create the demo "
                                              "repository (must not exist). Default: a new temp dir."),
     cuda: bool = typer.Option(False, "--cuda", help="Run the CUDA variant on a real NVIDIA GPU: "
                               "PyTorch matmul tests, per-test GPU-use evidence, and a planted bug "

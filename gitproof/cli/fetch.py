@@ -8,7 +8,7 @@ from gitproof.sync import fetch, tracking_ref
 
 
 def command(
-    remote: str = typer.Argument("origin", help="The remote to fetch receipts from."),
+    remote: str = typer.Argument("origin", metavar="REMOTE", help="The remote to fetch receipts from."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Fetch a remote's receipts and merge them into ours.

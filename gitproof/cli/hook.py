@@ -17,12 +17,12 @@ from gitproof.receipt import printable, terminal_safe
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 
-def _say(text: str = "") -> None:
-    print(terminal_safe(text), file=sys.stderr)
-
-
-def _red(text: str) -> str:
-    return f"\033[1;31m{text}\033[0m" if sys.stderr.isatty() else text
+def _say(text: str = "", red: bool = False) -> None:
+    """One line on stderr, made safe for the terminal first; bold red there unless NO_COLOR."""
+    line = terminal_safe(text)
+    if red and sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+        line = f"\033[1;31m{line}\033[0m"
+    print(line, file=sys.stderr)
 
 
 def pre_push(remote: str = "origin", mode: str | None = None, stdin_text: str | None = None) -> int:
@@ -41,14 +41,14 @@ def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
     from gitproof.sync import SyncError, push_notes
     from gitproof.verification import open_verifier
 
-    updates = parse_updates(stdin_text) or updates_from_pre_commit_env()
     repo = _open_repo()
+    updates = parse_updates(stdin_text) or updates_from_pre_commit_env(repo=repo)
     verifier = open_verifier(repo)
     for warning in verifier.trust.warnings:
         _say(f"gpu-proof: warning: {warning}")
     losses = receipts_lost(repo, updates, NOTES_REF)
     if losses:
-        _say(_red(f"gpu-proof: push refused: it would lose receipts on {remote}"))
+        _say(f"gpu-proof: push refused: it would lose receipts on {remote}", red=True)
         for loss in losses:
             _say(f"  {loss}")
         _say("(`git push --no-verify` skips this check, but clones that hold these receipts "
@@ -111,7 +111,7 @@ def _accepted_line(result: HookResult) -> str:
 
 
 def _refuse(result: HookResult) -> None:
-    _say(_red("gpu-proof: push refused: GPU code without a valid receipt"))
+    _say("gpu-proof: push refused: GPU code without a valid receipt", red=True)
     for problem in result.problems:
         _say(f"  {problem.commit[:10]} {printable(problem.subject)!r} -> {printable(problem.remote_ref)}")
         for reason in problem.verdict.reasons:
@@ -171,9 +171,9 @@ def register(root) -> None:
 
     @app.command("pre-push")
     def pre_push_command(
-        remote: str = typer.Argument("origin", help="Remote name (git passes it)."),
-        url: str = typer.Argument("", help="Remote URL (git passes it; unused)."),
-        mode: str = typer.Option(None, "--mode", help=f"Which commits need receipts: "
+        remote: str = typer.Argument("origin", metavar="REMOTE", help="Remote name (git passes it)."),
+        url: str = typer.Argument("", metavar="URL", show_default=False, help="Remote URL (git passes it; unused)."),
+        mode: str = typer.Option(None, "--mode", metavar="MODE", help=f"Which commits need receipts: "
                                  f"{', '.join(CHECK_MODES)} (default: [tool.gpu_proof] push_check, else tip)."),
     ) -> None:
         """Refuse the push when pushed GPU code has no valid receipt; otherwise send receipts first.

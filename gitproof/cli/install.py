@@ -39,8 +39,10 @@ def print_report(report: Report, as_json: bool) -> None:
 def install_command(as_json: bool = _JSON) -> None:
     """Install the pre-push and post-commit hooks and the notes configuration.
 
-    An existing hook is kept and run first; git is configured to show, keep
-    and merge receipts.
+    An existing hook is kept and run first; git is configured to keep receipts
+    across amend and rebase and to merge them. Plain `git log` stays short (an
+    older install's notes.displayRef is removed); `git log --notes=gpu-proof`
+    shows the receipts.
     """
     with errors_as_exit():
         report = install(open_any_repo())

@@ -27,8 +27,9 @@ def commits_in(repo: pygit2.Repository, spec: str, limit: int) -> list[pygit2.Co
 
 
 def command(
-    range_: str = typer.Argument("HEAD", metavar="[RANGE]", help="A revision or A..B (default HEAD)."),
-    max_count: int = typer.Option(30, "-n", "--max-count", help="Show at most this many commits."),
+    range_: str = typer.Argument("HEAD", metavar="RANGE", help="A revision or A..B."),
+    max_count: int = typer.Option(30, "-n", "--max-count", metavar="N",
+                                  help="Show at most this many commits."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """One line per commit: validated, unchanged since a validated ancestor, or unvalidated."""

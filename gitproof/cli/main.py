@@ -2,10 +2,17 @@
 
 ``main`` hands ``hook ...`` to a lean path first: the pre-push hook runs on
 every push, and importing the CLI framework and pytest would double its cost.
+
+Shell completion (``--install-completion``, ``--show-completion``) completes
+the ``git-gpu-proof`` command; ``NO_COLOR`` (non-empty) turns every colour off.
 """
 from __future__ import annotations
 
+import os
 import sys
+
+COMPLETION_NAME = "git-gpu-proof"  # what a shell completes: the executable, not `git gpu-proof`
+COMPLETION_VARIABLE = "_GIT_GPU_PROOF_COMPLETE"
 
 
 def build_app():
@@ -13,21 +20,23 @@ def build_app():
     import typer
 
     from gitproof import __version__
-    from gitproof.cli import (demo, doctor, fetch, hook, install, log, plan, push, run, show, signers,
-                             status, verify)
+    from gitproof.cli import (demo, doctor, fetch, hook, install, log, migrate, plan, push, run, show,
+                             signers, status, verify)
 
     app = typer.Typer(
         name="git gpu-proof",
         help="Signed receipts that your GPU tests ran and passed, stored as git notes "
              "(refs/notes/gpu-proof) and checkable on any CPU-only machine.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,  # help texts mention [tool.gpu_proof]; it is not markup
-        context_settings={"help_option_names": ["-h", "--help"]},
+        context_settings=_context_settings(),
     )
-    for module in (run, verify, plan, show, log, status, push, fetch, install, doctor, hook, demo, signers):
+    for module in (run, verify, plan, show, log, status, push, fetch, install, doctor, hook, demo, signers,
+                   migrate):
         module.register(app)
+    _plain_help(app)
 
     def show_version(value: bool) -> None:
         if value:
@@ -42,6 +51,32 @@ def build_app():
     return app
 
 
+def _context_settings() -> dict:
+    settings: dict = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    if os.environ.get("NO_COLOR"):
+        settings["color"] = False  # every echo of every command strips ANSI styles
+    return settings
+
+
+def _plain_help(app) -> None:
+    """Every command's help without typer's type annotations (see common.Command)."""
+    from typer.core import TyperCommand
+
+    from gitproof.cli.common import Command
+
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = Command
+    for group in app.registered_groups:
+        _plain_help(group.typer_instance)
+
+
+def _program_name(argv: list[str]) -> str:
+    completing = os.environ.get(COMPLETION_VARIABLE) or any(
+        arg.startswith(("--install-completion", "--show-completion")) for arg in argv)
+    return COMPLETION_NAME if completing else "git gpu-proof"
+
+
 def main() -> None:
     if sys.argv[1:2] == ["hook"]:
         from gitproof.cli.hook import fast_main
@@ -49,4 +84,4 @@ def main() -> None:
         code = fast_main(sys.argv[2:])
         if code is not None:
             sys.exit(code)
-    build_app()(prog_name="git gpu-proof")
+    build_app()(prog_name=_program_name(sys.argv[1:]), complete_var=COMPLETION_VARIABLE)

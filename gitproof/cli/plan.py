@@ -59,7 +59,7 @@ def make_plan(repo: pygit2.Repository, commit: pygit2.Commit) -> tuple[list[Step
 
 
 def command(
-    rev: str = typer.Argument("HEAD", help="The commit to plan for (default: HEAD)."),
+    rev: str = typer.Argument("HEAD", metavar="REV", help="The commit to plan for."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (see docs/policy.md)."),
 ) -> None:
     """Say which shards' receipts still hold for REV and which must run again, with the command.

@@ -21,9 +21,11 @@ def default_remote(repo: pygit2.Repository) -> str:
 
 
 def command(
-    remote: Optional[str] = typer.Argument(None, help="Remote (default: the branch's upstream remote, "
-                                                      "else origin)."),
-    refspecs: Optional[List[str]] = typer.Argument(None, help="What to push (default: the current branch)."),
+    remote: Optional[str] = typer.Argument(None, metavar="REMOTE",
+                                           help="Remote (default: the branch's upstream remote, "
+                                                "else origin)."),
+    refspecs: Optional[List[str]] = typer.Argument(None, metavar="REFSPEC",
+                                                   help="What to push (default: the current branch)."),
 ) -> None:
     """Push the branch and its receipts together.
 

@@ -25,7 +25,7 @@ def effective_policy(repo: pygit2.Repository, trust_ref: str | None, policy_file
 
 
 def command(
-    revs: Optional[List[str]] = typer.Argument(None, help="Revisions to check (default: HEAD)."),
+    revs: Optional[List[str]] = typer.Argument(None, metavar="REV", help="Revisions to check (default: HEAD)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (see docs/cli.md)."),
     fetch_from: Optional[str] = typer.Option(None, "--fetch", metavar="REMOTE",
                                              help="First fetch and merge the receipts of REMOTE "

@@ -130,7 +130,9 @@ def vecadd_steps() -> list[Step]:
 def cuda_steps() -> list[Step]:
     fix = replace_and_commit("src/matmul.py", PLANTED_BUG, BUG_FIX, "matmul: pick the GPU when there is one")
     return [
-        Step("Run the tests on the GPU and record a signed receipt", "git gpu-proof run", _tool("run")),
+        Step("Run the tests on the GPU and record a signed receipt; run's own policy check "
+             "already says it will not validate (exit 6)", "git gpu-proof run", _tool("run"), 6,
+             expect_output=("gpu-not-used",)),
         Step("Show the receipt: device facts, and which tests used the GPU", "git gpu-proof show",
              _tool("show"), expect_output=("NO-GPU",)),
         Step("Verify HEAD: refused, a passing test never used the GPU (require_gpu_use = true)",
