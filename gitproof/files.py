@@ -1,4 +1,4 @@
-"""Reading policy and trust files from disk: regular files only, and bounded.
+"""Policy and trust files on disk: read as regular files only, bounded; replaced atomically.
 
 A pull request controls the working tree, so ``pyproject.toml``, an
 allowed_signers file or a manifest there may be a symlink to ``/dev/zero``,
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 MAX_TRUST_FILE = 16 * 1024 * 1024  # far above any real policy or allowed_signers file
@@ -42,3 +43,35 @@ def read_regular(path: Path | str, what: str, limit: int = MAX_TRUST_FILE) -> by
     if len(data) > limit:
         raise UnreadableFile(f"{what} {path} grew past the {limit}-byte limit while being read")
     return data
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` (following a symlink to its target) by a file holding ``data``.
+
+    The new content is written to a temporary file beside it and renamed over
+    it, so an interruption leaves either the old file or the new one.
+    """
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, target)
+        done = True
+    finally:
+        if not done:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass

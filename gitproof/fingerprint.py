@@ -21,12 +21,17 @@ class FingerprintError(Exception):
     """The fingerprint cannot be computed; the message says what to change."""
 
 
+ROOT = "."  # the whole repository: its root tree
+
+
 def normalize_path(path: str) -> str:
-    """A repository path as git names it in trees: ``a/b``, nothing else.
+    """A repository path as git names it in trees: ``a/b``, or ``.`` for the root tree.
 
     Anything git would never find (``./src``, ``src//k``, ``src\\k``, ``..``)
     is refused rather than silently recorded as absent forever.
     """
+    if path.strip() in (ROOT, "./"):
+        return ROOT
     cleaned = path.strip().strip("/")
     parts = cleaned.split("/")
     if not cleaned or "\\" in cleaned or any(part in ("", ".", "..") for part in parts):
@@ -39,6 +44,9 @@ def tree_trees(tree: pygit2.Tree, paths: list[str]) -> Trees:
     """Object id of each path inside ``tree``; ``None`` where the path is absent."""
     trees: Trees = {}
     for path in paths:
+        if path == ROOT:
+            trees[path] = str(tree.id)
+            continue
         try:
             entry = tree[path]
         except KeyError:
@@ -74,13 +82,13 @@ def _fingerprinted(repo: pygit2.Repository, trees: Trees, path: str) -> bool:
     """Is ``path`` an entry of the fingerprinted trees (not merely under their folders: a
     git-ignored file there is outside the fingerprint)?"""
     for root, tree_id in trees.items():
-        if tree_id is None or not (path == root or path.startswith(root + "/")):
+        if tree_id is None or not _under(path, [root]):
             continue
         tree = lookup(repo, tree_id)
         if path == root:
             return True
         try:
-            return isinstance(tree, pygit2.Tree) and tree[path[len(root) + 1:]] is not None
+            return isinstance(tree, pygit2.Tree) and tree[_inside(root, path)] is not None
         except KeyError:
             return False
     return False
@@ -89,7 +97,7 @@ def _fingerprinted(repo: pygit2.Repository, trees: Trees, path: str) -> bool:
 def _collect_links(repo: pygit2.Repository, tree: pygit2.Tree, where: str, trees: Trees,
                    found: list[str]) -> None:
     for entry in tree:
-        name = f"{where}/{entry.name}"
+        name = _joined(where, entry.name)
         if entry.filemode == pygit2.enums.FileMode.LINK:
             target = repo[entry.id].data.decode("utf-8", errors="surrogateescape")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
@@ -125,7 +133,16 @@ class WorktreeState:
 
 
 def _under(path: str, prefixes: list[str]) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in prefixes)
+    return any(p == ROOT or path == p or path.startswith(p + "/") for p in prefixes)
+
+
+def _joined(folder: str, name: str) -> str:
+    return name if folder == ROOT else f"{folder}/{name}"
+
+
+def _inside(root: str, path: str) -> str:
+    """``path`` relative to the fingerprint path ``root`` that holds it."""
+    return path if root == ROOT else path[len(root) + 1:]
 
 
 def worktree_state(repo: pygit2.Repository, paths: list[str]) -> WorktreeState:
@@ -233,4 +250,4 @@ def _diff_objects(repo: pygit2.Repository, path: str, before: str, after: str) -
     if not isinstance(old_obj, pygit2.Tree) or not isinstance(new_obj, pygit2.Tree):
         return [path]
     diff = repo.diff(old_obj, new_obj)
-    return [f"{path}/{patch.delta.new_file.path}" for patch in diff]
+    return [_joined(path, patch.delta.new_file.path) for patch in diff]

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import pytest
 
-from gitproof import gpu, record
-from gitproof.equivalence import run_check
-from gitproof.policy import PolicyError, Shard, load_policy
+from gitproof import compat, gpu, record
+from gitproof.equivalence import ERROR, FAILED, CheckResult, run_check
+from gitproof.policy import Policy, PolicyError, Shard, load_policy
 from gitproof.receipt import TestResult
 from gitproof.signing import SigningError
 
@@ -37,25 +37,41 @@ GPU_USE_PROPERTY = "gpu_proof_gpu_use"  # user_properties key of a test's GPU-us
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("gpu-proof", "signed GPU-test receipts (gitproof)")
-    group.addoption("--gpu-proof", action="store_true", default=False,
-                    help="run only GPU-marked tests and record a signed receipt as a git note")
+    try:
+        _add_options(parser.getgroup("gpu-proof", "signed GPU-test receipts (gitproof)"))
+    except ValueError as exc:  # argparse: another plugin took one of these names
+        raise pytest.UsageError(
+            f"gpu-proof: {exc}: another pytest plugin defines gitproof's options. pytest-gpu-proof "
+            "and git-gpu-proof cannot be installed together; gitproof reads its tests, options and "
+            "settings, so remove it: `python -m pip uninstall pytest-gpu-proof`") from None
+
+
+def _add_options(group: Any) -> None:
+    group.addoption("--gpu-proof", "--gpu-proof-enable", action="store_true", default=False,
+                    dest="gpu_proof",
+                    help="run only the GPU tests and record a signed receipt as a git note "
+                         "(--gpu-proof-enable: pytest-gpu-proof's name)")
     group.addoption("--gpu-proof-key", default=None, metavar="KEY",
                     help="signing key (path, .pub with agent, or key::literal); default user.signingKey")
     group.addoption("--gpu-proof-key-env", default=None, metavar="VAR",
                     help="sign with the OpenSSH private key held in environment variable VAR "
                          "(a CI secret); it is written only to a private temporary file while "
                          "signing, and VAR is hidden from the tests")
-    group.addoption("--gpu-proof-principal", default=None, metavar="PRINCIPAL",
-                    help="signer principal recorded in the receipt; default user.email")
-    group.addoption("--gpu-proof-mode", default="local", choices=record.MODES,
-                    help="how the run happened: local (a developer's machine) or ci-gpu")
+    group.addoption("--gpu-proof-principal", "--gpu-proof-github-user", default=None, metavar="PRINCIPAL",
+                    dest="gpu_proof_principal",
+                    help="signer principal recorded in the receipt; default user.email "
+                         "(--gpu-proof-github-user: pytest-gpu-proof's name)")
+    group.addoption("--gpu-proof-mode", default=None, choices=record.MODES,
+                    help="how the run happened: local (a developer's machine, the default) or ci-gpu")
     group.addoption("--gpu-proof-shard", default=None, metavar="NAME",
                     help="run and record one shard of [tool.gpu_proof.shards]: its tests only, "
                          "fingerprinting its paths")
     group.addoption("--gpu-proof-unsigned", action="store_true", default=False,
                     help="dry run: record an UNSIGNED receipt (no key needed); verify rejects it "
                          "unless --allow-unsigned")
+    group.addoption("--gpu-proof-signing-backend", default=None, choices=("ed25519", "none"),
+                    help="pytest-gpu-proof's option: none is --gpu-proof-unsigned; ed25519 changes "
+                         "nothing (ssh-keygen signs with any key type)")
     group.addoption("--gpu-proof-kernels", action="store_true", default=False,
                     help="record per test the GPU kernels the test body launched, and the copies "
                          "and memsets meanwhile, as CUPTI traced them (needs libcupti); also "
@@ -63,6 +79,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gpu-proof-fail-on-skip", action="store_true", default=False,
                     help="a skipped GPU test fails the session (with --gpu-proof: any selected "
                          "test; always: any gpu_required test); also [tool.gpu_proof] fail_on_skip")
+    group.addoption("--gpu-proof-required-marker", default=None, metavar="NAME",
+                    help="the marker of GPU tests for this run; also [tool.gpu_proof] required_marker")
+    group.addoption("--gpu-proof-fingerprint-paths", default=None, metavar="PATHS",
+                    help="comma-separated fingerprint paths for this run (. is the whole "
+                         "repository); verify still checks the policy's fingerprint_paths")
+    group.addoption("--gpu-proof-no-gpu-uuid", action="store_true", default=False,
+                    help="leave each GPU's UUID out of the receipt; also [tool.gpu_proof] "
+                         "include_gpu_uuid = false")
+    group.addoption("--gpu-proof-require-gpu", action="store_true", default=False,
+                    help="refuse to run unless a GPU is visible; verify's require_gpu checks receipts")
+    compat.add_replaced_options(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,6 +109,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(guard, GUARD_NAME)
         if recording:
             config.pluginmanager.register(Recorder(config, guard), PLUGIN_NAME)
+            from gitproof.collect_errors import NAME, CollectErrors
+
+            config.pluginmanager.register(CollectErrors(), NAME)
 
 
 def _runs_tests_here(config: pytest.Config) -> bool:
@@ -107,8 +137,8 @@ def _kernels_requested(config: pytest.Config) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("gpu_proof"):
         return
-    markers, shard = _selection(config)
-    selected = [i for i in items if any(i.get_closest_marker(m) for m in markers)
+    policy, shard = _selection(config)
+    selected = [i for i in items if is_gpu_test(i, policy)
                 and (shard is None or record.selects(shard.tests, i.nodeid))]
     chosen = {id(i) for i in selected}
     deselected = [i for i in items if id(i) not in chosen]
@@ -116,7 +146,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected
     if not selected and not hasattr(config, "workerinput"):
-        names = " or ".join(f"@pytest.mark.{m}" for m in markers)
+        names = " or ".join(f"@pytest.mark.{m}" for m in policy.markers)
+        names += ", using gpu_proof_check" + (", or under gpu_tests" if policy.gpu_tests else "")
         where = f" in shard {shard.name!r} ({_selectors(shard)})" if shard else ""
         raise pytest.UsageError(f"gpu-proof: no test marked {names}{where} was collected; "
                                 "mark your GPU tests, or check the test paths. Nothing recorded.")
@@ -128,43 +159,88 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture
-def gpu_proof_check(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """``gpu_proof_check(name, reference, candidate, ...)``: compare, record, fail on mismatch.
+def gpu_proof_check(request: pytest.FixtureRequest) -> Callable[..., CheckResult]:
+    """``gpu_proof_check(name, reference, candidate, ...)``: compare, record, fail unless passed.
 
     The record goes into the test's ``user_properties``, which every report of
     the test carries (to the xdist controller too); the recorder reads it there.
+    docs/comparator.md is the contract.
     """
 
     def check(name: str, reference: Callable[..., Any], candidate: Callable[..., Any],
               args: tuple = (), kwargs: dict[str, Any] | None = None,
-              compare: Callable[[Any, Any], bool] | None = None,
+              compare: Callable[[Any, Any], Any] | None = None,
               metadata: dict[str, Any] | None = None,
-              rtol: float = 1e-5, atol: float = 1e-8):
+              rtol: float = 1e-5, atol: float = 1e-8) -> CheckResult:
+        __tracebackhide__ = True
         result = run_check(name, reference, candidate, args, kwargs, compare, metadata, rtol, atol)
         entry = result.to_record(request.node.nodeid, rtol, atol)
         request.node.user_properties.append((CHECK_PROPERTY, entry))
-        if not result.ok:
-            pytest.fail(f"gpu_proof_check {name!r} mismatch: {result.detail}", pytrace=False)
+        if result.outcome == FAILED:
+            pytest.fail(f"gpu_proof_check {name!r} mismatch: {result.message}", pytrace=False)
+        if result.outcome == ERROR:  # the user's own traceback follows, as the cause
+            raise pytest.fail.Exception(f"gpu_proof_check {name!r} error: {result.message}") \
+                from result.exception
         return result
 
     return check
 
 
-def _selection(config: pytest.Config) -> tuple[tuple[str, ...], Shard | None]:
-    """The GPU markers, and the shard whose tests alone run (None: all marked tests)."""
+_CHECKS_SEEN = pytest.StashKey[int]()  # how many of the item's check records earlier reports saw
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, None]:
+    """A check that did not pass fails its test even when the test caught the failure.
+
+    Outermost, so it sees the report as xfail handling left it. Only the checks
+    made in this phase count: a phase that failed already was failed by them.
+    """
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    records = [value for key, value in getattr(item, "user_properties", ()) if key == CHECK_PROPERTY]
+    new = records[item.stash.get(_CHECKS_SEEN, 0):]
+    item.stash[_CHECKS_SEEN] = len(records)
+    unpassed = [r for r in new if r.get("outcome") in (FAILED, ERROR)]
+    expected_failure = report.skipped and hasattr(report, "wasxfail")
+    if unpassed and not report.failed and not expected_failure:
+        _fail_for_checks(report, unpassed)
+
+
+def _fail_for_checks(report: pytest.TestReport, unpassed: list[dict[str, Any]]) -> None:
+    report.outcome = "failed"
+    if hasattr(report, "wasxfail"):  # an xpass: the check failed, so it did not pass
+        del report.wasxfail
+    lines = [f"gpu_proof_check {r.get('name')!r} {r.get('outcome')}: {r.get('message', '')}" for r in unpassed]
+    report.longrepr = "\n".join(lines + ["(a check that did not pass fails its test, even when the test "
+                                         "catches the exception and goes on)"])
+
+
+def is_gpu_test(item: pytest.Item, policy: Policy) -> bool:
+    """Marked, using ``gpu_proof_check`` (as pytest-gpu-proof selects), or under ``gpu_tests``."""
+    return (any(item.get_closest_marker(m) for m in policy.markers)
+            or "gpu_proof_check" in getattr(item, "fixturenames", ())
+            or policy.is_gpu_test(item.nodeid))
+
+
+def _selection(config: pytest.Config) -> tuple[Policy, Shard | None]:
+    """The policy that says what a GPU test is, and the shard whose tests alone run
+    (None: all GPU tests)."""
     recorder: Recorder | None = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if recorder is not None and recorder.recording is not None:
-        return recorder.recording.policy.markers, recorder.recording.shard
-    name = config.getoption("gpu_proof_shard")
+        return recorder.recording.policy, recorder.recording.shard
+    options = record_options(config)
     try:  # an xdist worker: no recorder here, read the policy itself
         policy = load_policy(record.open_repository(Path(config.invocation_params.dir)))
+        policy = policy.overridden(options.overrides(), "command line")
     except (record.RecordError, PolicyError) as exc:
-        if name is not None:  # the controller refused already; never run more than the shard
+        if options.shard is not None:  # the controller refused already; never run more than the shard
             raise pytest.UsageError(f"gpu-proof: {exc}. Nothing recorded.") from exc
-        return ("gpu_proof", "gpu_equivalence"), None
+        return Policy(), None
+    name = options.shard
     if name is not None and name not in policy.shards:
         raise pytest.UsageError(f"gpu-proof: unknown shard {name!r}. Nothing recorded.")
-    return policy.markers, policy.shards.get(name) if name is not None else None
+    return policy, policy.shards.get(name) if name is not None else None
 
 
 def _selectors(shard: Shard) -> str:
@@ -191,6 +267,26 @@ def outcome_of(reports: dict[str, pytest.TestReport]) -> str:
     return outcome
 
 
+def unsigned_requested(config: pytest.Config) -> bool:
+    return bool(config.getoption("gpu_proof_unsigned")) or config.getoption("gpu_proof_signing_backend") == "none"
+
+
+def record_options(config: pytest.Config) -> record.RecordOptions:
+    paths = config.getoption("gpu_proof_fingerprint_paths")
+    return record.RecordOptions(
+        key=config.getoption("gpu_proof_key"),
+        principal=config.getoption("gpu_proof_principal"),
+        mode=config.getoption("gpu_proof_mode"),
+        key_env=config.getoption("gpu_proof_key_env"),
+        unsigned=unsigned_requested(config),
+        shard=config.getoption("gpu_proof_shard"),
+        fingerprint_paths=compat.split_paths(paths) if paths is not None else None,
+        required_marker=config.getoption("gpu_proof_required_marker"),
+        include_gpu_uuid=False if config.getoption("gpu_proof_no_gpu_uuid") else None,
+        require_gpu=config.getoption("gpu_proof_require_gpu"),
+    )
+
+
 class Recorder:
     """Collects per-test reports and turns the session into a receipt."""
 
@@ -205,14 +301,7 @@ class Recorder:
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         key_env = self.config.getoption("gpu_proof_key_env")
-        options = record.RecordOptions(
-            key=self.config.getoption("gpu_proof_key"),
-            principal=self.config.getoption("gpu_proof_principal"),
-            mode=self.config.getoption("gpu_proof_mode"),
-            key_env=key_env,
-            unsigned=self.config.getoption("gpu_proof_unsigned"),
-            shard=self.config.getoption("gpu_proof_shard"),
-        )
+        options = record_options(self.config)
         try:
             self.recording = record.prepare(Path(self.config.invocation_params.dir), options)
         except (record.RecordError, SigningError, PolicyError) as exc:
@@ -230,9 +319,14 @@ class Recorder:
             self._hidden = None
 
     def pytest_report_header(self) -> list[str]:
-        if self.config.getoption("gpu_proof_unsigned"):
+        if unsigned_requested(self.config):
             return [UNSIGNED_NOTE]
         return []
+
+    def notes(self) -> list[str]:
+        """Warnings about pytest-gpu-proof settings and options this run ignores."""
+        policy_notes = list(self.recording.policy.notes) if self.recording else []
+        return policy_notes + compat.replaced_option_notes(self.config.getoption)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.reports.setdefault(report.nodeid, {})[report.when] = report
@@ -295,6 +389,8 @@ class Recorder:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        for note in self.notes():
+            terminalreporter.write_line(f"gpu-proof: warning: {note}", yellow=True)
         if self.error:
             terminalreporter.write_line(f"gpu-proof: {self.error}", red=True, bold=True)
         elif self.outcome:

@@ -9,6 +9,7 @@ config instead.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,9 +17,9 @@ from typing import Any
 
 import pygit2
 
+from gitproof import compat
 from gitproof.files import UnreadableFile, read_regular
-
-from gitproof.fingerprint import FingerprintError, normalize_path
+from gitproof.fingerprint import ROOT, FingerprintError, normalize_path
 from gitproof.receipt import MODES
 
 PYPROJECT = "pyproject.toml"
@@ -31,6 +32,27 @@ SIGNER_MODES = ("open", "restricted")
 
 class PolicyError(Exception):
     """The policy cannot be read or is invalid; the message names the problem."""
+
+
+def glob_matches(pattern: str, path: str) -> bool:
+    """Path glob: ``**/`` any folders, ``*`` and ``?`` never cross ``/``, ``[...]`` a character set.
+
+    Written here because ``glob.translate`` is Python 3.13+ and ``fnmatch`` lets
+    ``*`` cross folders, which would select far more tests than written.
+    """
+    parts = re.split(r"(\*\*/|\*\*|\*|\?|\[!?[^\]/]+\])", pattern)
+    wildcard = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    regex = "".join(wildcard.get(p) or _char_set(p) or re.escape(p) for p in parts if p)
+    return re.fullmatch(regex, path) is not None
+
+
+def _char_set(part: str) -> str | None:
+    if not (part.startswith("[") and part.endswith("]") and len(part) > 2):
+        return None
+    body = part[1:-1]
+    negated = body.startswith("!")
+    body = re.sub(r"([\\^\[\]])", r"\\\1", body[1:] if negated else body)
+    return f"[^/{body}]" if negated else f"[{body}]"
 
 
 def selects(selectors: list[str] | tuple[str, ...], nodeid: str) -> bool:
@@ -65,6 +87,7 @@ class Policy:
     # what a receipt covers
     fingerprint_paths: list[str] = field(default_factory=lambda: ["src", "tests"])
     required_marker: str = DEFAULT_MARKER
+    gpu_tests: list[str] = field(default_factory=list)
     required_tests: str | None = None
     shards: dict[str, Shard] = field(default_factory=dict)
     required_shards: list[str] | None = None
@@ -94,6 +117,9 @@ class Policy:
     push_check: str = "tip"
     push_refs: list[str] = field(default_factory=lambda: ["refs/heads/*"])
     source: str = "defaults"
+    # not policy keys: what a pytest-gpu-proof table sets for the recorder, and its warnings
+    personal: compat.Personal = field(default_factory=compat.Personal)
+    notes: tuple[str, ...] = ()
 
     @property
     def markers(self) -> tuple[str, ...]:
@@ -103,6 +129,13 @@ class Policy:
     @property
     def restricted(self) -> bool:
         return self.signer_mode == "restricted"
+
+    def is_gpu_test(self, nodeid: str) -> bool:
+        """Selected by ``gpu_tests``: under one of its paths, or matching one of its globs
+        (``*`` within a folder, ``**`` across folders). Node ids are relative to the rootdir."""
+        module = nodeid.split("::", 1)[0]
+        return any(module == p or module.startswith(p.rstrip("/") + "/") or glob_matches(p, module)
+                   for p in self.gpu_tests)
 
     def shards_to_check(self) -> list[Shard]:
         names = self.required_shards if self.required_shards is not None else list(self.shards)
@@ -131,6 +164,7 @@ class Policy:
 _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "fingerprint_paths": ((list,), "a list of paths"),
     "required_marker": ((str,), "a string"),
+    "gpu_tests": ((list,), "a list of test paths or globs"),
     "required_tests": ((str,), "a path (string)"),
     "shards": ((dict,), "a table of shards"),
     "required_shards": ((list,), "a list of shard names"),
@@ -157,10 +191,13 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "push_check": ((str,), f"one of {', '.join(PUSH_CHECKS)}"),
     "push_refs": ((list,), "a list of ref patterns such as \"refs/heads/*\""),
 }
+_HINTS = {"allowed_signers": "; here it is the path of an OpenSSH allowed_signers file "
+                              "(pytest-gpu-proof's list of GitHub usernames is `signers`)"}
 _CHOICES = {"signer_source": SIGNER_SOURCES, "signer_mode": SIGNER_MODES,
             "require_mode": MODES, "push_check": PUSH_CHECKS}
 _MAX_SPAN = {"max_age_days": 36_500, "github_cache_minutes": 525_600}  # a century; a year
-_STRING_LISTS = ("signers", "key_fingerprints", "expected_skips", "push_refs", "required_shards")
+_STRING_LISTS = ("signers", "key_fingerprints", "expected_skips", "push_refs", "required_shards",
+                 "gpu_tests")
 
 
 def _validated(table: dict[str, Any], source: str, partial: bool = False) -> dict[str, Any]:
@@ -170,7 +207,8 @@ def _validated(table: dict[str, Any], source: str, partial: bool = False) -> dic
             raise PolicyError(f"{source}: unknown policy key {key!r} (known keys: {', '.join(sorted(_SCHEMA))})")
         types, description = _SCHEMA[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise PolicyError(f"{source}: {key} must be {description}, not {type(value).__name__} {value!r}")
+            raise PolicyError(f"{source}: {key} must be {description}, not {type(value).__name__} {value!r}"
+                              + _HINTS.get(key, ""))
         values[key] = _normalized(key, value, source)
     return values
 
@@ -210,6 +248,9 @@ def _paths(raw: list[Any], source: str, key: str) -> list[str]:
         raise PolicyError(f"{source}: {exc}") from exc
     if len(set(paths)) != len(paths):
         raise PolicyError(f"{source}: {key} lists a path twice")
+    if ROOT in paths and len(paths) > 1:
+        raise PolicyError(f"{source}: {key} lists \".\" (the whole repository) and other paths; "
+                          "\".\" already covers them, so list it alone")
     return paths
 
 
@@ -264,7 +305,13 @@ def _check_whole(policy: Policy, source: str) -> None:
 
 
 def policy_from_table(table: dict[str, Any], source: str) -> Policy:
-    policy = Policy(**_validated(table, source), source=source)
+    """A ``[tool.gpu_proof]`` table; pytest-gpu-proof's keys are read too (see compat)."""
+    try:
+        peer = compat.translate(table, source)
+    except compat.CompatError as exc:
+        raise PolicyError(str(exc)) from None
+    policy = Policy(**_validated(peer.table, source), source=source,
+                    personal=peer.personal, notes=tuple(peer.notes))
     _check_whole(policy, source)
     return policy
 
@@ -353,4 +400,6 @@ def known_keys() -> list[str]:
     return sorted(_SCHEMA)
 
 
-assert set(_SCHEMA) == {f.name for f in fields(Policy)} - {"source"}, "schema and Policy disagree"
+assert set(_SCHEMA) == {f.name for f in fields(Policy)} - {"source", "personal", "notes"}, \
+    "schema and Policy disagree"
+assert not set(_SCHEMA) & compat.PEER_KEYS, "a pytest-gpu-proof key shadows one of ours"

@@ -44,10 +44,19 @@ UNKNOWN_PRINCIPAL = "unknown"
 class RecordOptions:
     key: str | None = None
     principal: str | None = None
-    mode: str = "local"
+    mode: str | None = None  # None: the policy's pytest-gpu-proof `mode`, else local
     key_env: str | None = None  # name of an environment variable holding the private key
     unsigned: bool = False
     shard: str | None = None
+    # this run's policy overrides (pytest-gpu-proof's recording flags)
+    fingerprint_paths: list[str] | None = None
+    required_marker: str | None = None
+    include_gpu_uuid: bool | None = None
+    require_gpu: bool = False
+
+    def overrides(self) -> dict[str, Any]:
+        return {"fingerprint_paths": self.fingerprint_paths, "required_marker": self.required_marker,
+                "include_gpu_uuid": self.include_gpu_uuid}
 
 
 @dataclass
@@ -101,11 +110,14 @@ def prepare(start: Path, options: RecordOptions,
             environ: Mapping[str, str] | None = None) -> Recording:
     """Everything that can refuse, checked before any test runs; nothing is written."""
     environ = os.environ if environ is None else environ
-    if options.mode not in MODES:
+    if options.mode is not None and options.mode not in MODES:
         raise RecordError(f"unknown mode {options.mode!r}; use one of: {', '.join(MODES)}")
     _check_key_options(options)
     repo = open_repository(start)
-    policy = load_policy(repo)
+    policy = load_policy(repo).overridden(options.overrides(), "command line")
+    if options.require_gpu and not gpu.gpu_visible():
+        raise RecordError("--gpu-proof-require-gpu: no GPU is visible here (NVML, nvidia-smi), so "
+                          "the receipt could not show one; run on a GPU machine")
     shard = _shard(policy, options.shard)
     paths = shard.paths if shard else policy.fingerprint_paths
     try:
@@ -119,19 +131,20 @@ def prepare(start: Path, options: RecordOptions,
         raise RecordError(f"symbolic links under the fingerprint paths lead outside them: {shown}. A "
                           "receipt would not cover the code they lead to; replace each link with its "
                           "file, or add the target's folder to fingerprint_paths")
+    principal = options.principal or policy.personal.principal
     if options.unsigned:
         key, fingerprint = None, UNSIGNED_KEY
-        principal = options.principal or _principal_or_unknown(repo)
+        principal = principal or _principal_or_unknown(repo)
     else:
         if options.key_env:
             key = signing.key_from_env(repo, options.key_env, environ)
         else:
-            key = signing.resolve_signing_key(repo, options.key)
-        principal = options.principal or signing.default_principal(repo)
+            key = signing.resolve_signing_key(repo, options.key or policy_key(policy))
+        principal = principal or signing.default_principal(repo)
         fingerprint = signing.key_fingerprint(key)
     return Recording(
         repo=repo, policy=policy, key=key, principal=principal,
-        key_fingerprint=fingerprint, mode=options.mode, state=state,
+        key_fingerprint=fingerprint, mode=options.mode or policy.personal.mode or "local", state=state,
         head=str(repo.head.target),
         branch=None if repo.head_is_detached else repo.head.shorthand,
         shard=shard, ci=ci_context.detect(environ),
@@ -146,6 +159,11 @@ def _check_key_options(options: RecordOptions) -> None:
         raise RecordError("--key and --key-env both name a signing key; pass only one")
 
 
+def policy_key(policy: Policy) -> str | None:
+    """pytest-gpu-proof's ``key_path``, with ``~`` expanded as it did."""
+    return os.path.expanduser(policy.personal.key) if policy.personal.key else None
+
+
 def _shard(policy: Policy, name: str | None) -> Shard | None:
     if name is None:
         if policy.shards:  # an unsharded receipt could never count under this policy
@@ -156,7 +174,8 @@ def _shard(policy: Policy, name: str | None) -> Shard | None:
         return policy.shards[name]
     if not policy.shards:
         raise RecordError(f"unknown shard {name!r}: the policy ({policy.source}) defines no shards; "
-                          "define them under [tool.gpu_proof.shards]")
+                          f"define it as [tool.gpu_proof.shards.{name}] with paths = [...] "
+                          "(`git gpu-proof migrate` converts pytest-gpu-proof's shard settings)")
     raise RecordError(f"unknown shard {name!r}; the policy defines: {', '.join(sorted(policy.shards))}")
 
 

@@ -27,7 +27,14 @@ def test_values_are_read_and_paths_normalised():
 
 @pytest.mark.parametrize("toml, message", [
     ('[tool.gpu_proof]\nfingerprint_path = ["src"]\n', "unknown policy key 'fingerprint_path'"),
-    ('[tool.gpu_proof]\nfingerprint_paths = "src"\n', "fingerprint_paths must be a list"),
+    ('[tool.gpu_proof]\nfingerprint_paths = 3\n', "fingerprint_paths must be a list"),
+    ('[tool.gpu_proof]\nfingerprint_paths = [".", "src"]\n', "list it alone"),
+    ('[tool.gpu_proof]\nrecord_gpu_uuid = false\ninclude_gpu_uuid = true\n', "disagree"),
+    ('[tool.gpu_proof]\nmode = "remote"\n', "mode must be one of"),
+    ('[tool.gpu_proof]\nkey_path = 3\n', "key_path must be a non-empty string"),
+    ('[tool.gpu_proof]\nallowed_signers = ["alice"]\n', "list of GitHub usernames is .signers."),
+    ('[tool.gpu_proof]\ngpu_tests = [""]\n', "gpu_tests must be a list of non-empty strings"),
+    ('[tool.gpu_proof]\nnot_a_key_anywhere = 1\n', "unknown policy key"),
     ('[tool.gpu_proof]\nfingerprint_paths = []\n', "non-empty list"),
     ('[tool.gpu_proof]\nfingerprint_paths = ["src", "src/"]\n', "twice"),
     ('[tool.gpu_proof]\nfingerprint_paths = ["../outside"]\n', "inside the repository"),

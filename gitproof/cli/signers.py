@@ -1,8 +1,6 @@
 """``git gpu-proof signers``: add GitHub users' keys to allowed_signers, list who is trusted."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,6 +9,7 @@ import typer
 
 from gitproof.allowed_signers import AllowedSigner, AllowedSigners, match_pattern_list, read_key
 from gitproof.cli.common import emit_json, errors_as_exit, fail, trusted_commit
+from gitproof.files import write_atomically
 from gitproof.github_keys import (NAMESPACE, GitHubKeysError, GitHubSource, check_base_url, fetch_keys,
                                   is_valid_username, keys_url, parse_keys, username_problem)
 from gitproof.policy import Policy, load_policy
@@ -77,38 +76,6 @@ def _already_listed(signers: AllowedSigners, user: str, key: str) -> bool:
     return False
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` (following a symlink to its target) by a file holding ``data``.
-
-    The new content is written to a temporary file beside it and renamed over
-    it, so an interruption leaves either the old file or the new one.
-    """
-    target = Path(os.path.realpath(path))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, target)
-        done = True
-    finally:
-        if not done:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
-
-
 def _read_source(source: str | None, user: str, policy: Policy) -> tuple[str, list[str]]:
     """(where the keys came from, the keys) from --from FILE|URL or the policy's GitHub server."""
     if source is None or source.startswith(("http://", "https://")):
@@ -134,6 +101,24 @@ def _read_source(source: str | None, user: str, policy: Policy) -> tuple[str, li
 
 
 # -- add --------------------------------------------------------------------------------
+
+def add_keys(target: Path, user: str, keys: list[str]) -> tuple[list[str], list[str]]:
+    """Append ``user``'s keys not yet listed to ``target``: (added, already present)."""
+    try:
+        existing = target.read_bytes() if target.exists() else b""
+    except OSError as exc:
+        fail(f"cannot read allowed signers file {target}: {exc.strerror or exc}")
+    current = AllowedSigners.from_text(existing.decode("utf-8", errors="surrogateescape"), str(target))
+    added = [k for k in keys if not _already_listed(current, user, k)]
+    if added:
+        lines = "".join(f'{user} namespaces="{NAMESPACE}" {key}\n' for key in added).encode()
+        separator = b"\n" if existing and not existing.endswith(b"\n") else b""
+        try:
+            write_atomically(target, existing + separator + lines)
+        except OSError as exc:
+            fail(f"cannot write allowed signers file {target}: {exc.strerror or exc}")
+    return added, [k for k in keys if k not in added]
+
 
 def add_command(
     github: str = typer.Option(..., "--github", metavar="USER",
@@ -167,20 +152,7 @@ def add_command(
     origin, keys = _read_source(source, github, policy)
     if not keys:
         fail(f"no SSH public keys for {github} in {origin}")
-    try:
-        existing = target.read_bytes() if target.exists() else b""
-    except OSError as exc:
-        fail(f"cannot read allowed signers file {target}: {exc.strerror or exc}")
-    current = AllowedSigners.from_text(existing.decode("utf-8", errors="surrogateescape"), str(target))
-    added = [k for k in keys if not _already_listed(current, github, k)]
-    present = [k for k in keys if k not in added]
-    if added:
-        lines = "".join(f'{github} namespaces="{NAMESPACE}" {key}\n' for key in added).encode()
-        separator = b"\n" if existing and not existing.endswith(b"\n") else b""
-        try:
-            _write_atomically(target, existing + separator + lines)
-        except OSError as exc:
-            fail(f"cannot write allowed signers file {target}: {exc.strerror or exc}")
+    added, present = add_keys(target, github, keys)
     if as_json:
         emit_json({"principal": github, "file": str(target), "source": origin,
                    "added": [_key_entry(k) for k in added],
