@@ -8,7 +8,8 @@ interpreter, chosen in this order:
 1. ``--python PATH``;
 2. the active virtualenv, ``$VIRTUAL_ENV``;
 3. ``.venv/`` at the root of the working tree;
-4. ``git config gpu-proof.python``;
+4. ``git config gpu-proof.python``, then ``python`` in ``[tool.gpu_proof]`` (a path
+   relative to the repository root, or a command looked up on PATH);
 5. the interpreter running gitproof itself.
 
 The chosen interpreter must be able to import gitproof (its pytest plugin
@@ -81,7 +82,21 @@ def choose(repo: pygit2.Repository, option: str | None = None,
     if configured:
         return Interpreter(_command_path(os.path.expanduser(configured), f"git config {CONFIG_KEY}"),
                            f"git config {CONFIG_KEY}")
+    declared = _policy_python(repo)
+    if declared and workdir is not None:
+        if os.sep in declared and not os.path.isabs(declared):
+            declared = str(workdir / declared)
+        return Interpreter(_command_path(declared, "[tool.gpu_proof] python"), "[tool.gpu_proof] python")
     return Interpreter(Path(sys.executable), "the interpreter gitproof runs in")
+
+
+def _policy_python(repo: pygit2.Repository) -> str | None:
+    from gitproof.policy import PolicyError, load_policy
+
+    try:
+        return load_policy(repo).python
+    except PolicyError:
+        return None  # the run refuses an invalid policy itself, saying why
 
 
 def check(interpreter: Interpreter) -> str:

@@ -59,14 +59,17 @@ def bridged_python(tmp_path_factory) -> Path:
     return make_venv(tmp_path_factory.mktemp("venvs") / "bridged", bridged=True)
 
 
-
-
 # -- which interpreter ---------------------------------------------------------------------
 
 def test_the_choice_follows_the_documented_order(cli_project, bare_python, bridged_python):
     repo = pygit2.Repository(str(cli_project))
     current = Path(sys.executable)
     assert chooser.choose(repo, None, {}) == Interpreter(current, "the interpreter gitproof runs in")
+    (cli_project / "envs").symlink_to(bridged_python.parent.parent.parent)
+    relative = f"envs/{bridged_python.parent.parent.name}/bin/python"
+    with (cli_project / "pyproject.toml").open("a") as pyproject:
+        pyproject.write(f'python = "{relative}"\n')
+    assert chooser.choose(repo, None, {}) == Interpreter(cli_project / relative, "[tool.gpu_proof] python")
     git(cli_project, "config", "gpu-proof.python", str(bare_python))
     assert chooser.choose(repo, None, {}).source == "git config gpu-proof.python"
     (cli_project / ".venv").symlink_to(bridged_python.parent.parent)
@@ -89,6 +92,8 @@ def test_a_virtualenv_python_is_not_mistaken_for_its_base_interpreter(bridged_py
     (lambda root, env: git(root, "config", "gpu-proof.python", "/no/such/python"),
      "git config gpu-proof.python names '/no/such/python'"),
     (lambda root, env: env.update(ARGS="--python=no-such-python-anywhere"), "--python names"),
+    (lambda root, env: (root / "pyproject.toml").open("a").write('python = "py/missing"\n'),
+     "[tool.gpu_proof] python names"),
 ])
 def test_an_interpreter_that_is_not_there_is_refused_before_anything_runs(cli_project, setup, message):
     extra: dict[str, str] = {}
