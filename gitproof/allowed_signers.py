@@ -30,6 +30,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import SSHCertificate, SSHCertificateType
 
+from gitproof.errors import GitproofError
 from gitproof.files import UnreadableFile, read_regular
 from gitproof.signatures import (
     CERT_SUFFIX,
@@ -60,7 +61,7 @@ KRL_MAGIC = b"SSHKRL\n"
 _KEY_RE = re.compile(r"([^ \t]+)[ \t]+([^ \t]*)(.*)\Z", re.S)
 
 
-class AllowedSignersError(Exception):
+class AllowedSignersError(GitproofError):
     """A problem in an allowed_signers or revocation file, naming file and line."""
 
     def __init__(self, message: str, source: str | None = None, line: int | None = None) -> None:

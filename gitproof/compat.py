@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitproof.errors import GitproofError
 from gitproof.receipt import MODES
 
 PEER = "pytest-gpu-proof"
@@ -49,7 +50,7 @@ REPLACED = {
 PEER_KEYS = frozenset(RENAMED) | frozenset(PERSONAL) | frozenset(REPLACED)
 
 
-class CompatError(ValueError):
+class CompatError(GitproofError, ValueError):
     """A pytest-gpu-proof key holds a value that cannot mean anything here."""
 
 

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
+from gitproof.errors import GitproofError
 from gitproof.gpu import canonical_bus_id
 
 ENV_LIBRARY = "GITPROOF_LIBCUDA"
@@ -36,7 +37,7 @@ class _CUuuid(ctypes.Structure):
     _fields_ = [("bytes", ctypes.c_ubyte * 16)]
 
 
-class CudaError(RuntimeError):
+class CudaError(GitproofError, RuntimeError):
     """A driver call failed with a code this module has no meaning for."""
 
     def __init__(self, call: str, code: int) -> None:

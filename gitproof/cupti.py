@@ -42,6 +42,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitproof.errors import GitproofError
+
 ENV_LIBRARY = "GITPROOF_LIBCUPTI"
 SONAMES = ("libcupti.so.13", "libcupti.so.12", "libcupti.so.11.8", "libcupti.so")
 
@@ -77,7 +79,7 @@ _strnlen.restype = ctypes.c_size_t
 _strnlen.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
 
-class CuptiError(RuntimeError):
+class CuptiError(GitproofError, RuntimeError):
     """CUPTI cannot trace here; the message says why, in words for a receipt."""
 
 

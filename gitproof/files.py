@@ -15,10 +15,12 @@ import stat
 import tempfile
 from pathlib import Path
 
+from gitproof.errors import GitproofError
+
 MAX_TRUST_FILE = 16 * 1024 * 1024  # far above any real policy or allowed_signers file
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(GitproofError, ValueError):
     """Not a regular file, too large, or unreadable; the message names the file and why."""
 
 

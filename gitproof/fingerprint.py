@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof.git import lookup
 
 Trees = dict[str, str | None]
 
 
-class FingerprintError(Exception):
+class FingerprintError(GitproofError):
     """The fingerprint cannot be computed; the message says what to change."""
 
 

@@ -42,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gitproof.errors import GitproofError
 from gitproof import __version__
 from gitproof.allowed_signers import (AllowedSigners, RevokedKeys, SignerDecision, match_pattern_list,
                                       read_key, verify_signed_payload)
@@ -58,7 +59,7 @@ _CACHE_HEADER = "# gitproof: SSH keys from "
 _MTIME_SLACK = 60.0  # seconds a cache file may seem to be from the future (coarse clocks)
 
 
-class GitHubKeysError(Exception):
+class GitHubKeysError(GitproofError):
     """Keys could not be had from ``url``; ``not_found`` marks a definite "no such user" (HTTP 404)."""
 
     def __init__(self, url: str, detail: str, not_found: bool = False) -> None:

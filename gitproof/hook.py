@@ -18,6 +18,7 @@ from typing import Mapping
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof.fingerprint import Trees, changed_fingerprint_paths
 from gitproof.pending import attach_pending
 from gitproof.verification import CommitVerdict, Verifier
@@ -27,7 +28,7 @@ CHECK_MODES = ("tip", "every")
 DEFAULT_REFS = ("refs/heads/*",)
 
 
-class HookInputError(ValueError):
+class HookInputError(GitproofError, ValueError):
     """The hook's input is not what git sends."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof.notes import NOTES_REF, NotesError, NotesStore
 from gitproof.pending import PendingStore
 from gitproof.policy import Policy, PolicyError, load_policy
@@ -65,7 +66,7 @@ _VALUE_PATTERN = "^" + re.escape(NOTES_REF) + "$"
 _EMPTY_SECTIONS = re.compile(r'^\s*\[notes(\s+"gpu-proof")?\]\s*$')
 
 
-class InstallError(Exception):
+class InstallError(GitproofError):
     """Install or uninstall cannot proceed; the message says why and what to do."""
 
 

@@ -28,6 +28,8 @@ from typing import Mapping
 
 import pygit2
 
+from gitproof.errors import GitproofError
+
 CONFIG_KEY = "gpu-proof.python"
 _VENV_PYTHONS = ("bin/python", "bin/python3", "Scripts/python.exe")
 # Prints gitproof's version; exit 3: no gitproof, exit 4: no pytest. Imports nothing heavy.
@@ -37,7 +39,7 @@ _PROBE = ("import importlib.util as u, sys\n"
           "import gitproof; print(gitproof.__version__)\n")
 
 
-class InterpreterError(Exception):
+class InterpreterError(GitproofError):
     """The project's interpreter cannot run the tests; the message says what to do."""
 
 

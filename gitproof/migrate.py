@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitproof.errors import GitproofError
 from gitproof import compat
 from gitproof.fingerprint import ROOT
 
@@ -17,7 +18,7 @@ DEFAULT_SIGNERS_FILE = ".gpu-proof/allowed_signers"
 OLD_RECEIPT = "gpu-proof.json"
 
 
-class MigrateError(Exception):
+class MigrateError(GitproofError):
     """The configuration cannot be migrated; the message says why and what to do."""
 
 

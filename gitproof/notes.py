@@ -13,6 +13,7 @@ import time
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof.receipt import MAX_NOTE_BYTES, NoteEntry, SignedReceipt, join_note, note_entries
 
 NOTES_REF = "refs/notes/gpu-proof"
@@ -22,7 +23,7 @@ _MAX_RETRIES = 50
 _LOST_RACE = ("failed to lock", "locked", "already exists")
 
 
-class NotesError(Exception):
+class NotesError(GitproofError):
     """The notes ref cannot be read or written."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof import compat
 from gitproof.files import UnreadableFile, read_regular
 from gitproof.fingerprint import ROOT, FingerprintError, normalize_path
@@ -30,7 +31,7 @@ SIGNER_SOURCES = ("allowed_signers", "github")
 SIGNER_MODES = ("open", "restricted")
 
 
-class PolicyError(Exception):
+class PolicyError(GitproofError):
     """The policy cannot be read or is invalid; the message names the problem."""
 
 

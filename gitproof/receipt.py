@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+from gitproof.errors import GitproofError
+
 MAGIC = "gpu-proof receipt v1"
 MAGIC_PREFIX = "gpu-proof receipt v"  # any version's first line
 # A note larger than this is not read: 10 receipts of 5,000 tests each with kernel evidence
@@ -36,7 +38,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-class ReceiptFormatError(ValueError):
+class ReceiptFormatError(GitproofError, ValueError):
     """The text is not a well-formed receipt; the message says where and why."""
 
 

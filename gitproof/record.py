@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof import __version__, ci_context, gpu, signing
 from gitproof.fingerprint import (FingerprintError, WorktreeState, links_leaving, require_some_present,
                                   worktree_state)
@@ -33,7 +34,7 @@ from gitproof.receipt import (MODES, UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, Si
 
 
 
-class RecordError(Exception):
+class RecordError(GitproofError):
     """A receipt cannot be made; nothing was written."""
 
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 import pygit2
 
+from gitproof.errors import GitproofError
+
 # git's own order for a short name (git help revisions: "<refname>")
 _SHORT_NAME_RULES = ("refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}", "refs/remotes/{}/HEAD")
 _SPECIAL = ("HEAD", "FETCH_HEAD", "ORIG_HEAD", "MERGE_HEAD")
 
 
-class TrustRefError(ValueError):
+class TrustRefError(GitproofError, ValueError):
     """The trusted revision cannot be named unambiguously; the message says what to use."""
 
 

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_identity,
 )
 
+from gitproof.errors import GitproofError
+
 ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 ARMOR_END = "-----END SSH SIGNATURE-----"
 MAGIC = b"SSHSIG"
@@ -59,7 +61,7 @@ _RSA_MIN_BITS, _RSA_MAX_BITS = 1024, 16384  # OpenSSH refuses keys outside this 
 BAD_SIGNATURE = "bad signature: payload or signature was modified"
 
 
-class SignatureError(Exception):
+class SignatureError(GitproofError):
     """The signature is malformed or does not verify."""
 
 

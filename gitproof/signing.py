@@ -28,6 +28,7 @@ import pygit2
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from gitproof.errors import GitproofError
 from gitproof.signatures import fingerprint_of
 
 NAMESPACE = "gpu-proof"
@@ -41,7 +42,7 @@ _NO_KEY_HINT = (
 )
 
 
-class SigningError(Exception):
+class SigningError(GitproofError):
     """Signing cannot proceed; the message says what to fix."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof.notes import (NOTES_REF, NotesStore, is_note_path, is_notes_tree, tree_with_note,
                             walk_notes_tree)
 from gitproof.receipt import MAGIC, join_raw, raw_entries
@@ -27,7 +28,7 @@ _PUSH_ATTEMPTS = 8
 _MISSING_REMOTE_REF = ("couldn't find remote ref", "could not find remote ref")
 
 
-class SyncError(Exception):
+class SyncError(GitproofError):
     """Talking to the remote failed; the message carries git's own words."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import pygit2
 
+from gitproof.errors import GitproofError
 from gitproof.allowed_signers import (AllowedSigners, AllowedSignersError, RevokedKeys, SignerDecision,
                                       match_pattern_list, verify_signed_payload)
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
@@ -43,7 +44,7 @@ def _percent_bytes(match: re.Match[str]) -> str:
     return "".join(f"%{b:02X}" for b in match.group().encode("utf-8"))
 
 
-class TrustError(Exception):
+class TrustError(GitproofError):
     """The trusted signer configuration is missing or unreadable."""
 
 

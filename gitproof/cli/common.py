@@ -13,7 +13,7 @@ import pygit2
 import typer
 from typer.core import TyperCommand
 
-from gitproof.cli.errors import KNOWN_ERRORS
+from gitproof.errors import GitproofError
 from gitproof.receipt import terminal_safe
 
 EXIT_OK = 0
@@ -42,7 +42,7 @@ def errors_as_exit() -> Iterator[None]:
     """Known problems become one clear line and exit status 2, never a traceback."""
     try:
         yield
-    except KNOWN_ERRORS as exc:
+    except GitproofError as exc:
         fail(str(exc))
 
 

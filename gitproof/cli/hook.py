@@ -83,18 +83,11 @@ def _open_repo():
 
 def _guarded(action: Callable[[], int]) -> int:
     """Known problems become one clear line and exit status 2, never a traceback."""
-    # Only what the hook path imports anyway: cli.errors would pull in install and record.
-    from gitproof.allowed_signers import AllowedSignersError
-    from gitproof.fingerprint import FingerprintError
-    from gitproof.notes import NotesError
-    from gitproof.policy import PolicyError
-    from gitproof.sync import SyncError
-    from gitproof.verification import TrustError
+    from gitproof.errors import GitproofError
 
     try:
         return action()
-    except (HookInputError, AllowedSignersError, FingerprintError, NotesError, PolicyError,
-            SyncError, TrustError) as exc:
+    except GitproofError as exc:
         _say(f"gpu-proof: error: {exc}")
         return EXIT_USAGE
 
