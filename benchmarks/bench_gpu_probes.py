@@ -32,9 +32,10 @@ from _common import Case, fmt_time, measure, print_machine, table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gitproof import cupti  # noqa: E402
-from gitproof.gpu_use import (CupyProbe, DriverHandle, DriverProbe, GpuUseMonitor, KernelProbe,  # noqa: E402
-                              TorchProbe, UncountedProbe)
+from gitproof.gpu import cupti  # noqa: E402
+from gitproof.gpu.driver import DriverHandle  # noqa: E402
+from gitproof.gpu.monitor import GpuUseMonitor  # noqa: E402
+from gitproof.gpu.probes import CupyProbe, DriverProbe, KernelProbe, TorchProbe, UncountedProbe  # noqa: E402
 
 SESSION_TESTS = """
 import pytest

@@ -1,7 +1,7 @@
 """What watching each test for GPU use costs: ``GpuUseMonitor.start`` + ``stop``.
 
 While ``--gpu-proof`` records, the plugin calls ``start`` before each test's
-setup and ``stop`` after its teardown (gitproof/gpu_use.py). Timed here, per
+setup and ``stop`` after its teardown (gitproof/gpu/monitor.py). Timed here, per
 test, median of interleaved samples (see _common.py):
 
 * no probes: the monitor's own bookkeeping;
@@ -39,8 +39,8 @@ from _common import Case, fmt_time, measure, print_machine, table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gitproof.cuda_driver import ENV_LIBRARY  # noqa: E402
-from gitproof.gpu_use import DriverHandle, GpuUseMonitor, default_probes  # noqa: E402
+from gitproof.gpu.driver import ENV_LIBRARY, DriverHandle  # noqa: E402
+from gitproof.gpu.monitor import GpuUseMonitor, default_probes  # noqa: E402
 
 FAKE_SOURCE = ROOT / "tests" / "fakes" / "libcuda_fake.c"
 

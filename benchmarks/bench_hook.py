@@ -27,7 +27,7 @@ branch with all N commits to send and a remote without receipts:
 * the same with a second stdin line for ``refs/notes/gpu-proof`` (as when the
   outer push already carries the notes), so the hook only checks;
 * ``python -c "import pygit2, gitproof.hook, gitproof.sync,
-  gitproof.verification"``: the imports the hook needs;
+  gitproof.verify"``: the imports the hook needs;
 * ``python -c pass``: interpreter start, for scale.
 
 Each timed call is a fresh process, as in real use. Everything runs with
@@ -80,7 +80,7 @@ TRACKING = "refs/remotes/origin/feature"
 TARGETS = {10: 0.3, 1000: 1.0}  # seconds of hook overhead the project aims for
 PYPROJECT = ('[project]\nname = "bench"\nversion = "0"\n\n[tool.gpu_proof]\n'
              'fingerprint_paths = ["src", "tests"]\nallowed_signers = ".gpu-proof/allowed_signers"\n')
-HOOK_IMPORTS = "import pygit2, gitproof.hook, gitproof.sync, gitproof.verification"
+HOOK_IMPORTS = "import pygit2, gitproof.hook, gitproof.sync, gitproof.verify"
 
 
 class Bench:

@@ -49,9 +49,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from _common import Case, fmt_time, measure, print_machine, table
 
-from gitproof import signatures
-from gitproof.allowed_signers import AllowedSigners, verify_signed_payload
 from gitproof.receipt import Receipt, TestResult, parse_payload, serialize_payload
+from gitproof.trust import keys, sshsig
+from gitproof.trust.allowed_signers import AllowedSigners
+from gitproof.trust.sources import verify_signed_payload
 
 NAMESPACE = "gpu-proof"
 PRINCIPAL = "alice@example.com"
@@ -99,7 +100,7 @@ def other_signer_lines(count: int) -> list[str]:
 
 
 def clear_key_caches() -> None:
-    for fn in (signatures.load_public_key, signatures.load_certificate, signatures.plain_key_blob):
+    for fn in (keys.load_public_key, keys.load_certificate, keys.plain_key_blob):
         fn.cache_clear()
 
 
@@ -136,7 +137,7 @@ def main() -> int:
             # correctness first: both paths must accept it, and reject a modified payload
             decision = verify_signed_payload(payload, armored, PRINCIPAL,
                                              AllowedSigners.from_file(allowed), None, NAMESPACE)
-            ok, output = signatures.verify_with_ssh_keygen(payload, armored, PRINCIPAL, allowed, NAMESPACE)
+            ok, output = sshsig.verify_with_ssh_keygen(payload, armored, PRINCIPAL, allowed, NAMESPACE)
             bad = verify_signed_payload(payload + b" ", armored, PRINCIPAL,
                                         AllowedSigners.from_file(allowed), None, NAMESPACE)
             if not decision.allowed or not ok or bad.allowed or decision.fingerprint != fingerprint:
@@ -168,7 +169,7 @@ def main() -> int:
                      setup=clear_key_caches, number=1),
                 Case(f"{name}: ssh-keygen -Y verify (subprocess)",
                      lambda p=payload, a=armored, f=allowed:
-                     signatures.verify_with_ssh_keygen(p, a, PRINCIPAL, f, NAMESPACE),
+                     sshsig.verify_with_ssh_keygen(p, a, PRINCIPAL, f, NAMESPACE),
                      number=1),
             ]
         cases.append(Case("(for scale) parse_payload of the same receipt, no signature check",

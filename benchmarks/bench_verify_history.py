@@ -53,11 +53,11 @@ import pygit2
 
 from _common import Case, fmt_time, measure, print_machine, table
 
-from gitproof.cli.log import commits_in
 from gitproof.fingerprint import commit_trees
+from gitproof.git import commits_in
 from gitproof.notes import NotesStore
 from gitproof.receipt import Receipt, SignedReceipt, TestResult, serialize_payload
-from gitproof.verification import open_verifier
+from gitproof.verify import open_verifier
 
 PRINCIPAL = "alice@example.com"
 NAMESPACE = "gpu-proof"

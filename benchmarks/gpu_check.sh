@@ -92,14 +92,14 @@ fi
 
 if want tier; then
     step "real-GPU tier: pytest -m real_gpu"
-    (cd "$ROOT" && timeout 400 $PY -m pytest -m real_gpu tests/test_real_gpu.py -v -rs -p no:cacheprovider \
+    (cd "$ROOT" && timeout 400 $PY -m pytest -m real_gpu tests/gpu/test_real_gpu.py -v -rs -p no:cacheprovider \
         --junitxml="$OUT/real_gpu.xml")
 fi
 
 if want torch; then
     step "torch suite through git gpu-proof run --kernels, then verify"
     new_project "$WORK/torch"
-    (cd "$ROOT" && $PY -c 'from tests.test_real_gpu import SUITE; print(SUITE)') > tests/test_real.py
+    (cd "$ROOT" && $PY -c 'from tests.gpu.test_real_gpu import SUITE; print(SUITE)') > tests/test_real.py
     git add -A && git commit -q -m "torch suite"
     timeout 300 git gpu-proof run --kernels -- -q -p no:cacheprovider
     keep_receipt torch-suite "$WORK/torch"

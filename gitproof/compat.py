@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitproof.errors import GitproofError
+from gitproof.fingerprint import ROOT
 from gitproof.receipt import MODES
 
 PEER = "pytest-gpu-proof"
@@ -82,11 +83,15 @@ def translate(table: dict[str, Any], source: str) -> Translation:
     ours = {k: v for k, v in table.items() if k not in PEER_KEYS}
     if "fingerprint_paths" in ours:
         ours["fingerprint_paths"] = split_paths(ours["fingerprint_paths"])
+    elif PEER_KEYS & set(table):  # a pytest-gpu-proof table: its default is the whole repository
+        ours["fingerprint_paths"] = [ROOT]
     for key, target in RENAMED.items():
         if key not in table:
             continue
         if target in table and table[target] != table[key]:
             raise CompatError(f"{source}: {key} ({PEER}'s name) and {target} disagree; keep only {target}")
+        if not isinstance(table[key], bool):
+            raise CompatError(f"{source}: {key} must be true or false, not {table[key]!r}")
         ours[target] = table[key]  # the same meaning: no warning, `migrate` renames it
     personal = _personal(table, source)
     notes = [f"{source}: {key} ({PEER}) is ignored: {REPLACED[key]}" for key in REPLACED if key in table]

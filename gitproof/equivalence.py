@@ -6,6 +6,7 @@ or ``AssertionError``) or an error (any other exception).
 """
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any, Callable
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 OUTCOMES = (PASSED, FAILED, ERROR)
 MAX_MESSAGE_CHARS = 4096  # a check's message in the receipt; an assert_allclose report fits
+MAX_NAME_CHARS = 1024
+MAX_METADATA_BYTES = 16 * 1024  # a check's metadata in the receipt: notes have a size limit
 
 
 @dataclass
@@ -39,7 +42,8 @@ class CheckResult:
         return self.message
 
     def to_record(self, nodeid: str, rtol: float, atol: float) -> dict[str, Any]:
-        record: dict[str, Any] = {"test": str(nodeid), "name": str(self.name), "outcome": self.outcome,
+        record: dict[str, Any] = {"test": str(nodeid), "name": bounded(str(self.name), MAX_NAME_CHARS),
+                                  "outcome": self.outcome,
                                   "ok": self.ok,  # for readers older than "outcome"
                                   "rtol": tolerance("rtol", rtol), "atol": tolerance("atol", atol)}
         for key in ("max_abs_err", "max_rel_err"):
@@ -49,8 +53,21 @@ class CheckResult:
         if self.message:
             record["message"] = bounded(self.message)
         if self.metadata:
-            record["metadata"] = jsonable(self.metadata)
+            record["metadata"] = bounded_metadata(self.metadata)
         return record
+
+
+def bounded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata as strict JSON, or, when it is larger than MAX_METADATA_BYTES (or nested too
+    deeply to walk), a preview: a receipt carries every check, and a note has a size limit."""
+    try:
+        value = jsonable(metadata)
+        text = json.dumps(value, sort_keys=True)
+    except RecursionError:
+        value, text = None, "nested too deeply to record"
+    if value is not None and len(text.encode()) <= MAX_METADATA_BYTES:
+        return value
+    return {"truncated": True, "bytes": len(text.encode()), "preview": text[:1024]}
 
 
 def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
@@ -275,7 +292,7 @@ def _short(value: Any, limit: int = 200) -> str:
 # -- one check -------------------------------------------------------------------------
 
 def run_check(name: str, reference: Callable[..., Any], candidate: Callable[..., Any],
-              args: tuple = (), kwargs: dict[str, Any] | None = None,
+              args: tuple | None = (), kwargs: dict[str, Any] | None = None,
               compare: Callable[[Any, Any], Any] | None = None,
               metadata: dict[str, Any] | None = None,
               rtol: float = 1e-5, atol: float = 1e-8) -> CheckResult:
@@ -283,7 +300,7 @@ def run_check(name: str, reference: Callable[..., Any], candidate: Callable[...,
     code raises (an ``Exception``) becomes outcome ``error``; only a tolerance that is not a
     finite number >= 0 raises here (ValueError), before anything is called."""
     rtol, atol = tolerance("rtol", rtol), tolerance("atol", atol)
-    kwargs = kwargs or {}
+    args, kwargs = tuple(args or ()), kwargs or {}  # None as pytest-gpu-proof accepts it
     result = _evaluate(name, reference, candidate, args, kwargs, compare, rtol, atol)
     result.metadata = dict(metadata or {})
     return result

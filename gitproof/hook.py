@@ -14,17 +14,18 @@ import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, cast
 
 import pygit2
 
 from gitproof.errors import GitproofError
 from gitproof.fingerprint import Trees, changed_fingerprint_paths
+from gitproof.git import find_commit, subject
 from gitproof.pending import attach_pending
-from gitproof.verification import CommitVerdict, Verifier
+from gitproof.policy import PUSH_CHECKS
+from gitproof.verify import CommitVerdict, Verifier
 
 ZERO = "0" * 40
-CHECK_MODES = ("tip", "every")
 DEFAULT_REFS = ("refs/heads/*",)
 
 
@@ -128,8 +129,8 @@ class PushCheck:
 
     def __init__(self, repo: pygit2.Repository, verifier: Verifier, remote: str,
                  mode: str = "tip", ref_patterns: tuple[str, ...] = DEFAULT_REFS) -> None:
-        if mode not in CHECK_MODES:
-            raise HookInputError(f"unknown check mode {mode!r}; use one of: {', '.join(CHECK_MODES)}")
+        if mode not in PUSH_CHECKS:
+            raise HookInputError(f"unknown check mode {mode!r}; use one of: {', '.join(PUSH_CHECKS)}")
         self.repo, self.verifier, self.remote = repo, verifier, remote
         self.mode, self.ref_patterns = mode, ref_patterns
         self._remote_tips: list[pygit2.Oid] | None = None
@@ -146,7 +147,7 @@ class PushCheck:
         return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.ref_patterns)
 
     def _check(self, update: RefUpdate, result: HookResult) -> None:
-        tip = self._commit(update.local_sha)
+        tip = find_commit(self.repo, update.local_sha)
         if tip is None:
             raise HookInputError(f"{update.local_sha} is not a commit in this repository")
         new, bases = self._new_commits(tip, update)
@@ -167,16 +168,10 @@ class PushCheck:
             if not verdict.ok:
                 result.problems.append(self._problem(commit, update, verdict, base_trees))
 
-    def _commit(self, name: str) -> pygit2.Commit | None:
-        try:
-            return self.repo.revparse_single(name).peel(pygit2.Commit)
-        except (KeyError, ValueError, pygit2.GitError):
-            return None
-
     def _remote_tracking_tips(self) -> list[pygit2.Oid]:
         if self._remote_tips is None:
             prefix = f"refs/remotes/{self.remote}/"
-            self._remote_tips = [self.repo.references[name].resolve().target
+            self._remote_tips = [cast(pygit2.Oid, self.repo.references[name].resolve().target)
                                  for name in self.repo.references if name.startswith(prefix)]
         return self._remote_tips
 
@@ -203,10 +198,10 @@ class PushCheck:
 
     def _problem(self, commit: pygit2.Commit, update: RefUpdate, verdict: CommitVerdict,
                  base_trees: list[Trees]) -> Unvalidated:
-        before = base_trees[0] if base_trees else {p: None for p in verdict.trees}
+        before: Trees = base_trees[0] if base_trees else {p: None for p in verdict.trees}
         changed = changed_fingerprint_paths(self.repo, before, verdict.trees)
-        return Unvalidated(str(commit.id), commit.message.splitlines()[0] if commit.message else "",
-                           update.remote_ref, verdict, changed, self._command_for(commit))
+        return Unvalidated(str(commit.id), subject(commit), update.remote_ref, verdict, changed,
+                           self._command_for(commit))
 
     def _command_for(self, commit: pygit2.Commit) -> str:
         if not self.repo.head_is_unborn and self.repo.head.target == commit.id:

@@ -1,4 +1,4 @@
-"""Setting a repository up for gitproof: git hooks, notes configuration, a doctor.
+"""Setting a repository up for gitproof: the git hooks and the notes configuration.
 
 ``install`` writes the pre-push and post-commit hooks shipped in
 ``gitproof/hook_scripts`` into the repository's hooks directory. A hook that
@@ -12,7 +12,8 @@ trees, not commit ids) and merges both sides of a notes merge
 (notes.gpu-proof.mergeStrategy = union). It does not add receipts to plain
 ``git log`` (notes.displayRef): a receipt lists every test, so each commit
 would take hundreds of lines; ``git log --notes=gpu-proof`` shows them.
-Install removes the displayRef value older versions set.
+Install removes the displayRef value older versions set. gitproof.doctor
+checks all of it.
 """
 from __future__ import annotations
 
@@ -24,16 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import pygit2
 
 from gitproof.errors import GitproofError
-from gitproof.notes import NOTES_REF, NotesError, NotesStore
-from gitproof.pending import PendingStore
-from gitproof.policy import Policy, PolicyError, load_policy
-from gitproof.signing import SigningError, resolve_signing_key
-from gitproof.verification import TrustError, open_verifier
+from gitproof.git import ConfigLevel, common_dir, config_entries, config_level, config_value, hooks_dir
+from gitproof.notes import NOTES_REF
 
 MARKER = "# installed by gitproof: git gpu-proof install"
 HOOK_NAMES = ("pre-push", "post-commit")
@@ -57,10 +55,6 @@ ABSENT = "absent"
 # Config outcomes: SET, UNCHANGED, CONFLICT on install; REMOVED, ABSENT on uninstall.
 SET = "set"
 CONFLICT = "conflict"
-# Doctor statuses.
-OK = "ok"
-WARN = "warn"
-FAIL = "fail"
 
 _VALUE_PATTERN = "^" + re.escape(NOTES_REF) + "$"
 _EMPTY_SECTIONS = re.compile(r'^\s*\[notes(\s+"gpu-proof")?\]\s*$')
@@ -70,36 +64,7 @@ class InstallError(GitproofError):
     """Install or uninstall cannot proceed; the message says why and what to do."""
 
 
-# -- where the hooks live ------------------------------------------------------------
-
-
-def git_dir(repo: pygit2.Repository) -> Path:
-    """The repository's own git dir (a linked worktree's is under .git/worktrees/)."""
-    return Path(repo.path)
-
-
-def common_dir(repo: pygit2.Repository) -> Path:
-    """The git dir shared by all worktrees: hooks and config live there."""
-    own = git_dir(repo)
-    pointer = own / "commondir"
-    if not pointer.is_file():
-        return own
-    target = Path(pointer.read_text(encoding="utf-8").strip())
-    return (target if target.is_absolute() else own / target).resolve()
-
-
-def hooks_dir(repo: pygit2.Repository) -> Path:
-    """Where git looks for hooks: core.hooksPath if set, else <common dir>/hooks."""
-    configured = _config_get(repo, "core.hooksPath")
-    if not configured:
-        return common_dir(repo) / "hooks"
-    path = Path(configured).expanduser()
-    if path.is_absolute():
-        return path
-    # git runs hooks from the top of the working tree (the git dir when bare),
-    # and a relative core.hooksPath is taken from there.
-    base = Path(repo.workdir) if repo.workdir else git_dir(repo)
-    return (base / path).resolve()
+# -- our hook scripts ----------------------------------------------------------------
 
 
 def hook_script(name: str) -> bytes:
@@ -157,7 +122,8 @@ class Report:
     @property
     def changed(self) -> bool:
         quiet = (UNCHANGED, ABSENT, FOREIGN, CONFLICT)
-        return any(step.outcome not in quiet for step in [*self.hooks, *self.config])
+        steps: list[HookStep | ConfigStep] = [*self.hooks, *self.config]
+        return any(step.outcome not in quiet for step in steps)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -260,8 +226,8 @@ def _written(path: Path, script: bytes, outcome: str, detail: str) -> HookStep:
 
 def _hooks_dir_warnings(repo: pygit2.Repository, directory: Path) -> list[str]:
     warnings = []
-    level = _config_level(repo, "core.hooksPath")
-    if level is not None and level < pygit2.enums.ConfigLevel.LOCAL:
+    level = config_level(repo, "core.hooksPath")
+    if level is not None and level < ConfigLevel.LOCAL:
         warnings.append(f"core.hooksPath comes from your {level.name.lower()} git config: the hooks in "
                         f"{directory} run in every repository that uses that directory")
     workdir = Path(repo.workdir).resolve() if repo.workdir else None
@@ -282,53 +248,22 @@ def _config_errors(repo: pygit2.Repository) -> Iterator[None]:
         raise InstallError(f"cannot update the git config in {common_dir(repo)}: {exc}") from exc
 
 
-def _config_key(name: str) -> str:
-    """How libgit2 spells a key when listing: section and key lowercase, subsection kept."""
-    parts = name.split(".")
-    return ".".join([parts[0].lower(), *parts[1:-1], parts[-1].lower()])
-
-
-def _config_entries(repo: pygit2.Repository, name: str) -> list[tuple[str, pygit2.enums.ConfigLevel]]:
-    wanted = _config_key(name)
-    return [(entry.value, pygit2.enums.ConfigLevel(entry.level))
-            for entry in repo.config if entry.name == wanted]
-
-
-def _config_get(repo: pygit2.Repository, name: str) -> str | None:
-    try:
-        return repo.config[name]
-    except KeyError:
-        return None
-
-
-def _config_bool(repo: pygit2.Repository, name: str) -> bool | None:
-    try:
-        return repo.config.get_bool(name)
-    except (KeyError, pygit2.GitError):
-        return None
-
-
-def _config_level(repo: pygit2.Repository, name: str) -> pygit2.enums.ConfigLevel | None:
-    levels = [level for _, level in _config_entries(repo, name)]
-    return max(levels) if levels else None
-
-
-def _covering_value(repo: pygit2.Repository, key: str) -> tuple[str, pygit2.enums.ConfigLevel] | None:
+def covering_value(repo: pygit2.Repository, key: str) -> tuple[str, ConfigLevel] | None:
     """The value of a notes ref list (exact or glob) that already names our ref."""
-    for value, level in _config_entries(repo, key):
+    for value, level in config_entries(repo, key):
         if value == NOTES_REF or fnmatch.fnmatchcase(NOTES_REF, value):
             return value, level
     return None
 
 
 def _add_multivar(repo: pygit2.Repository, key: str) -> ConfigStep:
-    covering = _covering_value(repo, key)
+    covering = covering_value(repo, key)
     if covering is None:
         # The value pattern matches nothing yet, so libgit2 appends a new value.
         repo.config.set_multivar(key, _VALUE_PATTERN, NOTES_REF)
         return ConfigStep(key, NOTES_REF, SET, "set")
     value, level = covering
-    where = "" if level >= pygit2.enums.ConfigLevel.LOCAL else f" in {level.name.lower()} config"
+    where = "" if level >= ConfigLevel.LOCAL else f" in {level.name.lower()} config"
     how = "already set" if value == NOTES_REF else f"already covered by {value}"
     return ConfigStep(key, NOTES_REF, UNCHANGED, how + where)
 
@@ -349,18 +284,18 @@ def _drop_display_ref(repo: pygit2.Repository) -> list[ConfigStep]:
 
 
 def _set_merge_strategy(repo: pygit2.Repository) -> ConfigStep:
-    current = _config_get(repo, MERGE_STRATEGY_KEY)
+    current = config_value(repo, MERGE_STRATEGY_KEY)
     if current is None:
         repo.config[MERGE_STRATEGY_KEY] = MERGE_STRATEGY
         return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, SET, "set")
     if current == MERGE_STRATEGY:
         return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, UNCHANGED, "already set")
     return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, CONFLICT,
-                      f"{MERGE_STRATEGY_KEY} is {current!r}, left as it is: {_strategy_problem(current)}; "
+                      f"{MERGE_STRATEGY_KEY} is {current!r}, left as it is: {strategy_problem(current)}; "
                       f"to fix: git config {MERGE_STRATEGY_KEY} {MERGE_STRATEGY}")
 
 
-def _strategy_problem(strategy: str) -> str:
+def strategy_problem(strategy: str) -> str:
     problems = {
         "cat_sort_uniq": "it sorts the lines of both notes and scrambles multi-line receipts",
         "ours": "it drops the other side's receipts", "theirs": "it drops our receipts",
@@ -390,7 +325,7 @@ class ForcedRefspec:
 
 def forced_notes_refspecs(repo: pygit2.Repository) -> list[ForcedRefspec]:
     """Fetch refspecs that force-update our notes ref (``+...:refs/notes/*`` and the like)."""
-    return [ForcedRefspec(remote.name, spec)
+    return [ForcedRefspec(cast(str, remote.name), spec)  # a configured remote has a name
             for remote in repo.remotes for spec in remote.fetch_refspecs
             if _forces_notes_ref(spec)]
 
@@ -443,8 +378,8 @@ def _remove_hook(path: Path) -> HookStep:
 
 
 def _remove_multivar(repo: pygit2.Repository, key: str) -> ConfigStep:
-    levels = [level for value, level in _config_entries(repo, key) if value == NOTES_REF]
-    if pygit2.enums.ConfigLevel.LOCAL in levels:
+    levels = [level for value, level in config_entries(repo, key) if value == NOTES_REF]
+    if ConfigLevel.LOCAL in levels:
         repo.config.delete_multivar(key, _VALUE_PATTERN)
         return ConfigStep(key, NOTES_REF, REMOVED, "removed")
     elsewhere = f"set in {max(levels).name.lower()} config; left alone" if levels else "not set"
@@ -452,8 +387,8 @@ def _remove_multivar(repo: pygit2.Repository, key: str) -> ConfigStep:
 
 
 def _remove_merge_strategy(repo: pygit2.Repository) -> ConfigStep:
-    local = [value for value, level in _config_entries(repo, MERGE_STRATEGY_KEY)
-             if level == pygit2.enums.ConfigLevel.LOCAL]
+    local = [value for value, level in config_entries(repo, MERGE_STRATEGY_KEY)
+             if level == ConfigLevel.LOCAL]
     if local and local[-1] == MERGE_STRATEGY:
         del repo.config[MERGE_STRATEGY_KEY]
         return ConfigStep(MERGE_STRATEGY_KEY, MERGE_STRATEGY, REMOVED, "removed")
@@ -486,196 +421,3 @@ def _drop_empty_sections(config_file: Path) -> None:
 
 def _section_ends(lines: list[str], start: int) -> bool:
     return start >= len(lines) or lines[start].lstrip().startswith("[")
-
-
-# -- doctor -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str
-    message: str
-    fix: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "message": self.message, "fix": self.fix}
-
-
-@dataclass
-class DoctorReport:
-    hooks_dir: Path
-    checks: list[Check]
-    receipts: int | None
-    pending: int | None
-
-    @property
-    def ok(self) -> bool:
-        return not any(check.status == FAIL for check in self.checks)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "hooks_dir": str(self.hooks_dir), "receipts": self.receipts,
-                "pending": self.pending, "checks": [c.to_json() for c in self.checks]}
-
-
-def doctor(repo: pygit2.Repository) -> DoctorReport:
-    """Check everything gitproof needs in this repository; nothing is changed."""
-    directory = hooks_dir(repo)
-    checks = [_check_hook(directory, "pre-push", FAIL), _check_hook(directory, "post-commit", WARN),
-              _check_rewrite_ref(repo), _check_display_ref(repo), _check_merge_strategy(repo),
-              _check_fetch_refspecs(repo), _check_signing_key(repo)]
-    policy_check, policy = _check_policy(repo)
-    checks += [policy_check, _check_allowed_signers(repo, policy), _check_command(), _check_gpu_facts()]
-    receipts, pending = _count_receipts(repo), _count_pending(repo)
-    checks += [receipts[0], pending[0]]
-    return DoctorReport(directory, checks, receipts[1], pending[1])
-
-
-def _check_hook(directory: Path, name: str, missing: str) -> Check:
-    label, path = f"{name} hook", directory / name
-    install_fix = "git gpu-proof install"
-    if not os.path.lexists(path):
-        return Check(label, missing, f"not installed in {directory}", install_fix)
-    if not is_gitproof_hook(path):
-        return Check(label, missing, f"{path} is another tool's hook; gitproof's is not installed",
-                     f"{install_fix}  (keeps that hook as {name}{CHAINED_SUFFIX} and runs it first)")
-    if not os.access(path, os.X_OK):
-        return Check(label, FAIL, f"{path} is not executable, so git skips it", install_fix)
-    if path.read_bytes() != hook_script(name):
-        return Check(label, WARN, f"{path} is from another version of gitproof", install_fix)
-    return _check_chained(label, path)
-
-
-def _check_chained(label: str, path: Path) -> Check:
-    chained = chained_path(path)
-    if not os.path.lexists(chained):
-        return Check(label, OK, f"installed in {path.parent}")
-    if not os.access(chained, os.X_OK):
-        return Check(label, WARN, f"installed; {chained.name} is not executable and is skipped",
-                     f"chmod +x {chained}")
-    return Check(label, OK, f"installed in {path.parent}; runs {chained.name} first")
-
-
-def _check_notes_list(repo: pygit2.Repository, key: str, why: str) -> Check:
-    covering = _covering_value(repo, key)
-    if covering is None:
-        return Check(key, WARN, f"does not include {NOTES_REF}: {why}", "git gpu-proof install")
-    via = "" if covering[0] == NOTES_REF else f" (via {covering[0]})"
-    return Check(key, OK, f"includes {NOTES_REF}{via}")
-
-
-def _check_display_ref(repo: pygit2.Repository) -> Check:
-    """Not needed; warned about only as older installs set it (exactly our ref, locally)."""
-    local = [value for value, level in _config_entries(repo, DISPLAY_REF_KEY)
-             if value == NOTES_REF and level == pygit2.enums.ConfigLevel.LOCAL]
-    if local:
-        return Check(DISPLAY_REF_KEY, WARN, f"includes {NOTES_REF} (set by an older install): plain "
-                     "`git log` prints every receipt under each commit", "git gpu-proof install")
-    return Check(DISPLAY_REF_KEY, OK, "not needed: `git log --notes=gpu-proof` or `git gpu-proof log` "
-                                      "show the receipts")
-
-
-def _check_rewrite_ref(repo: pygit2.Repository) -> Check:
-    check = _check_notes_list(repo, "notes.rewriteRef",
-                              "`git commit --amend` and `git rebase` drop receipts")
-    if check.status != OK:
-        return check
-    off = [cmd for cmd in ("amend", "rebase") if _config_bool(repo, f"notes.rewrite.{cmd}") is False]
-    if off:
-        keys = ", ".join(f"notes.rewrite.{cmd}" for cmd in off)
-        return Check(check.name, WARN, f"{keys} false: receipts are not copied there",
-                     f"git config --unset {'notes.rewrite.' + off[0]}")
-    return check
-
-
-def _check_merge_strategy(repo: pygit2.Repository) -> Check:
-    fix = f"git config {MERGE_STRATEGY_KEY} {MERGE_STRATEGY}"
-    current = _config_get(repo, MERGE_STRATEGY_KEY)
-    if current == MERGE_STRATEGY:
-        return Check(MERGE_STRATEGY_KEY, OK, MERGE_STRATEGY)
-    if current is None:
-        return Check(MERGE_STRATEGY_KEY, WARN, "not set: `git notes merge` stops for a manual merge", fix)
-    status = FAIL if current.lower() == "cat_sort_uniq" else WARN
-    return Check(MERGE_STRATEGY_KEY, status, f"{current}: {_strategy_problem(current)}", fix)
-
-
-def _check_fetch_refspecs(repo: pygit2.Repository) -> Check:
-    forced = forced_notes_refspecs(repo)
-    if not forced:
-        return Check("fetch refspecs", OK, f"no forced fetch into {NOTES_REF}")
-    return Check("fetch refspecs", FAIL, "; ".join(f.warning for f in forced), forced[0].fix)
-
-
-def _check_signing_key(repo: pygit2.Repository) -> Check:
-    try:
-        key = resolve_signing_key(repo)
-    except SigningError as exc:
-        return Check("signing key", WARN, f"cannot sign receipts here: {exc}",
-                     "git config user.signingKey ~/.ssh/id_ed25519.pub  (an SSH key)")
-    shown = key.spec if not key.literal else key.spec[:40] + "..."
-    return Check("signing key", OK, f"{shown} (from {key.source})")
-
-
-def _check_policy(repo: pygit2.Repository) -> tuple[Check, Policy | None]:
-    try:
-        policy = load_policy(repo)
-    except PolicyError as exc:
-        return Check("policy", FAIL, str(exc), "fix [tool.gpu_proof] in pyproject.toml"), None
-    paths = ", ".join(policy.fingerprint_paths)
-    return Check("policy", OK, f"{policy.source}: fingerprint paths {paths}"), policy
-
-
-def _check_allowed_signers(repo: pygit2.Repository, policy: Policy | None) -> Check:
-    name = "allowed signers"
-    if policy is None:
-        return Check(name, FAIL, "not checked: the policy is invalid", "fix the policy first")
-    try:
-        verifier = open_verifier(repo, policy)
-    except (TrustError, PolicyError) as exc:
-        return Check(name, FAIL, str(exc), "set [tool.gpu_proof] allowed_signers in pyproject.toml "
-                                           "or git config gpg.ssh.allowedSignersFile")
-    source = verifier.trust.source
-    if verifier.trust.warnings:
-        return Check(name, WARN, "; ".join(verifier.trust.warnings),
-                     "correct the skipped lines in the allowed_signers file")
-    return Check(name, OK, source.describe())
-
-
-def _check_command() -> Check:
-    found = shutil.which(COMMAND)
-    if found is None:
-        return Check(COMMAND, FAIL, "not on PATH: the pre-push hook will refuse every push",
-                     "activate the virtualenv that has gitproof, or pip install git-gpu-proof")
-    return Check(COMMAND, OK, found)
-
-
-def _check_gpu_facts() -> Check:
-    """Where `run` would get its device facts; a machine without a GPU is fine for verifying."""
-    from gitproof import gpu  # only doctor pays for the GPU query
-
-    facts = gpu.detect_facts(include_uuid=False, import_torch=False)
-    if facts.source == "none":
-        return Check("gpu facts", OK, "no GPU seen here: fine for verifying; `run` records gpu: none "
-                                      f"({'; '.join(facts.notes)})")
-    found = f"{gpu.summary(facts.devices)} via {facts.source}"
-    if facts.source != "nvml":
-        return Check("gpu facts", WARN, f"{found}: without NVML, receipts lack the CUDA driver "
-                                        "version and the confidential-computing state",
-                     "pip install 'git-gpu-proof[nvml]'")
-    return Check("gpu facts", OK, found)
-
-
-def _count_receipts(repo: pygit2.Repository) -> tuple[Check, int | None]:
-    try:
-        count = len(NotesStore(repo).annotated_commits())
-    except (NotesError, pygit2.GitError) as exc:
-        return Check("receipts", FAIL, f"cannot read {NOTES_REF}: {exc}", "git fsck"), None
-    return Check("receipts", OK, f"{count} commit(s) with receipts in {NOTES_REF}"), count
-
-
-def _count_pending(repo: pygit2.Repository) -> tuple[Check, int | None]:
-    try:
-        count = len(PendingStore(repo).list())
-    except (NotesError, pygit2.GitError, KeyError) as exc:
-        return Check("pending receipts", WARN, f"cannot read pending receipts: {exc}"), None
-    return Check("pending receipts", OK, f"{count} pending receipt(s) for uncommitted code"), count

@@ -58,21 +58,55 @@ def plan(text: str, source: str, signers_configured: bool = False) -> Migration:
 
     try:
         doc = tomlkit.parse(text)
-    except TOMLKitError as exc:
+    except (TOMLKitError, RecursionError) as exc:
         raise MigrateError(f"{source}: not valid TOML: {exc}") from None
     tool = doc.get("tool")
-    table = tool.get("gpu_proof") if isinstance(tool, dict) else None
+    if tool is not None and not isinstance(tool, dict):
+        raise MigrateError(f"{source}: [tool] must be a table")
+    table = tool.get("gpu_proof") if tool is not None else None
     if table is not None and not isinstance(table, dict):
         raise MigrateError(f"{source}: [tool.gpu_proof] must be a table")
     migration = Migration(text, text)
-    if table is None or not _is_peer_table(table):
+    if table is None:  # pytest-gpu-proof with every default: the whole repository
+        table = _new_table(doc)
+    elif not _is_peer_table(table):
         return migration  # nothing of pytest-gpu-proof's to convert
-    steps = (_fingerprint_paths, _renamed, _shard, _removed, _kept)
-    for step in steps:
-        migration.changes += step(table)
-    migration.changes += _signers(table, migration, signers_configured)
-    migration.new_text = tomlkit.dumps(doc)
+    try:
+        for step in (_fingerprint_paths, _renamed, _shard, _removed, _kept):
+            migration.changes += step(table)
+        migration.changes += _signers(table, migration, signers_configured)
+        migration.new_text = tomlkit.dumps(doc)
+    except (ValueError, TypeError, TOMLKitError) as exc:  # tomlkit: an inline table cannot take a table
+        raise MigrateError(_layout_problem(source, exc)) from None
+    _check_result(migration.new_text, table.unwrap(), source)
     return migration
+
+
+def _new_table(doc: Any) -> Any:
+    import tomlkit
+
+    tool = doc.get("tool")
+    if tool is None:
+        tool = tomlkit.table(is_super_table=True)
+        doc.add("tool", tool)
+    tool["gpu_proof"] = tomlkit.table()
+    return tool["gpu_proof"]
+
+
+def _layout_problem(source: str, exc: Exception) -> str:
+    return (f"{source}: cannot rewrite this layout of [tool.gpu_proof] ({exc}); move its keys into "
+            "a plain [tool.gpu_proof] section (no inline table, no dotted tool.gpu_proof keys) and run "
+            "migrate again")
+
+
+def _check_result(new_text: str, intended: dict[str, Any], source: str) -> None:
+    """The written file must read back as the table we meant: tomlkit places new tables
+    wrongly under some layouts (dotted keys), and a lost shard would go unnoticed."""
+    import tomllib
+
+    written = tomllib.loads(new_text).get("tool", {}).get("gpu_proof")
+    if written != intended:
+        raise MigrateError(_layout_problem(source, "the rewritten table would not read back as intended"))
 
 
 def _is_peer_table(table: dict[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from typing import cast
 
 import pygit2
 
@@ -67,7 +68,7 @@ class NotesStore:
     def note_bytes(self, commit_id: str) -> bytes | None:
         """The note's bytes exactly as stored."""
         entry = self.index().get(commit_id)
-        return None if entry is None else self.repo[entry[0]].data
+        return None if entry is None else _blob(self.repo, entry[0]).data
 
     def entries(self, commit_id: str) -> list[NoteEntry]:
         """Parsed receipts on a commit; parsed once per note blob."""
@@ -80,7 +81,7 @@ class NotesStore:
             self._parsed[blob_id] = (
                 [NoteEntry(None, f"the note is {size} bytes, over the {MAX_NOTE_BYTES}-byte limit; not read",
                            0, "note-too-large")]
-                if size > MAX_NOTE_BYTES else note_entries(self.repo[blob_id].data))
+                if size > MAX_NOTE_BYTES else note_entries(_blob(self.repo, blob_id).data))
         return self._parsed[blob_id]
 
     def blob_size(self, blob_id: str) -> int:
@@ -137,7 +138,11 @@ class NotesStore:
 
     def _current_target(self) -> pygit2.Oid | None:
         ref = self.repo.references.get(self.ref)
-        return ref.target if ref is not None else None
+        return cast(pygit2.Oid, ref.target) if ref is not None else None  # a direct ref
+
+
+def _blob(repo: pygit2.Repository, blob_id: str) -> pygit2.Blob:
+    return cast(pygit2.Blob, repo[blob_id])  # the index lists blobs only
 
 
 class _LostRace(Exception):
@@ -169,13 +174,13 @@ def _fanout_paths(commit_id: str, max_depth: int = 4) -> list[str]:
 def walk_notes_tree(tree: pygit2.Tree, prefix: str, path: str) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     for entry in tree:
-        name = entry.name
+        name = cast(str, entry.name)  # a tree entry always has one
         if not _HEX_NAME.match(name):
             continue
         full = prefix + name
         entry_path = f"{path}{name}"
         if entry.type_str == "tree" and len(name) == 2 and len(full) < 40:
-            found.update(walk_notes_tree(entry, full, entry_path + "/"))
+            found.update(walk_notes_tree(cast(pygit2.Tree, entry), full, entry_path + "/"))
         elif entry.type_str == "blob" and len(full) in (40, 64):
             found[full] = (str(entry.id), entry_path)
     return found
@@ -193,11 +198,12 @@ def is_notes_tree(tree: pygit2.Tree, depth: int = 0, prefix: str = "", seen: set
     and one note per commit id (git would concatenate two; a reader that takes one would not)."""
     seen = set() if seen is None else seen
     for entry in tree:
-        name = entry.name
+        name = cast(str, entry.name)  # a tree entry always has one
         if not _HEX_NAME.match(name):
             return False
         if entry.type_str == "tree":
-            if len(name) != 2 or depth >= 30 or not is_notes_tree(entry, depth + 1, prefix + name, seen):
+            if len(name) != 2 or depth >= 30 or not is_notes_tree(cast(pygit2.Tree, entry), depth + 1,
+                                                                   prefix + name, seen):
                 return False
         elif entry.type_str != "blob" or len(name) + 2 * depth not in (40, 64) or prefix + name in seen:
             return False
@@ -218,6 +224,6 @@ def _insert(repo: pygit2.Repository, tree: pygit2.Tree | None, parts: list[str],
     if len(parts) == 1:
         builder.insert(parts[0], blob, pygit2.enums.FileMode.BLOB)
     else:
-        sub = tree[parts[0]] if tree is not None and parts[0] in tree else None
+        sub = cast(pygit2.Tree, tree[parts[0]]) if tree is not None and parts[0] in tree else None
         builder.insert(parts[0], _insert(repo, sub, parts[1:], blob), pygit2.enums.FileMode.TREE)
     return builder.write()

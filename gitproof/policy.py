@@ -25,7 +25,7 @@ from gitproof.receipt import MODES
 
 PYPROJECT = "pyproject.toml"
 DEFAULT_MARKER = "gpu_proof"
-MARKER_ALIASES = {"gpu_proof": ("gpu_proof", "gpu_equivalence")}
+ALIAS_MARKER = "gpu_equivalence"  # always a GPU marker too, as in pytest-gpu-proof
 PUSH_CHECKS = ("tip", "every")
 SIGNER_SOURCES = ("allowed_signers", "github")
 SIGNER_MODES = ("open", "restricted")
@@ -125,8 +125,8 @@ class Policy:
 
     @property
     def markers(self) -> tuple[str, ...]:
-        """The marker and its aliases: tests carrying any of them are GPU tests."""
-        return MARKER_ALIASES.get(self.required_marker, (self.required_marker,))
+        """The marker and its alias: tests carrying either are GPU tests."""
+        return tuple(dict.fromkeys((self.required_marker, ALIAS_MARKER)))
 
     @property
     def restricted(self) -> bool:
@@ -234,6 +234,12 @@ def _normalized(key: str, value: Any, source: str) -> Any:
         raise PolicyError(f"{source}: {key} must not be negative")
     if key in ("max_age_days", "github_cache_minutes") and value > _MAX_SPAN[key]:
         raise PolicyError(f"{source}: {key} must be at most {_MAX_SPAN[key]}, not {value}")
+    if key == "gpu_tests":
+        for pattern in value:
+            try:
+                glob_matches(pattern, "")
+            except re.error as exc:
+                raise PolicyError(f"{source}: gpu_tests pattern {pattern!r} is not a valid glob: {exc}") from None
     if key == "push_refs" and not all(r.startswith("refs/") for r in value):
         raise PolicyError(f"{source}: push_refs must list ref patterns such as \"refs/heads/*\"")
     if key == "key_fingerprints" and not all(k.startswith("SHA256:") for k in value):
@@ -322,7 +328,7 @@ def policy_from_table(table: dict[str, Any], source: str) -> Policy:
 def policy_from_toml(text: str, source: str) -> Policy:
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise PolicyError(f"{source}: not valid TOML: {exc}") from exc
     tool = data.get("tool", {})
     table = tool.get("gpu_proof", {}) if isinstance(tool, dict) else None
@@ -342,7 +348,7 @@ def read_policy_file(path: Path) -> dict[str, Any]:
     else:
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
             raise PolicyError(f"{path}: not valid TOML: {exc}") from exc
         tool = data.get("tool")
         if isinstance(tool, dict) and "gpu_proof" in tool:
@@ -397,10 +403,6 @@ def _policy_at(repo: pygit2.Repository, rev: str) -> Policy:
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{rev}:{PYPROJECT} is not UTF-8 text") from exc
     return policy_from_toml(text, f"{rev}:{PYPROJECT}")
-
-
-def known_keys() -> list[str]:
-    return sorted(_SCHEMA)
 
 
 assert set(_SCHEMA) == {f.name for f in fields(Policy)} - {"source", "personal", "notes"}, \

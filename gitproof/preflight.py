@@ -73,7 +73,7 @@ def _personal_defaults(repo: pygit2.Repository) -> Personal:
         policy = load_policy(repo)
     except PolicyError:
         return Personal()  # the run itself refuses an invalid policy, saying why
-    return Personal(key=policy_key(policy), principal=policy.personal.principal)
+    return Personal(key=policy_key(policy, repo.workdir), principal=policy.personal.principal)
 
 
 def _unlocked(repo: pygit2.Repository, key: SigningKey, plan: SigningPlan, interactive: bool,
@@ -107,7 +107,7 @@ def signer_warning(repo: pygit2.Repository, principal: str, signature: str) -> s
     source is not asked (that would fetch keys before every run).
     """
     from gitproof.policy import PolicyError, load_policy
-    from gitproof.verification import AllowedSignersSource, TrustError, load_trust
+    from gitproof.trust import AllowedSignersSource, TrustError, load_trust
 
     try:
         trust = load_trust(repo, load_policy(repo))

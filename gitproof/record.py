@@ -24,13 +24,13 @@ import pygit2
 
 from gitproof.errors import GitproofError
 from gitproof import __version__, ci_context, gpu, signing
-from gitproof.fingerprint import (FingerprintError, WorktreeState, links_leaving, require_some_present,
-                                  worktree_state)
+from gitproof.fingerprint import (FingerprintError, WorktreeState, changed_fingerprint_paths, links_leaving,
+                                  require_some_present, worktree_state)
 from gitproof.notes import NotesStore
 from gitproof.pending import PendingStore
 from gitproof.policy import Policy, Shard, load_policy, selects
-from gitproof.receipt import (MODES, UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, SignedReceipt, TestResult,
-                              parse_payload, serialize_payload)
+from gitproof.receipt import (MAX_NOTE_BYTES, MODES, UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, SignedReceipt,
+                              TestResult, parse_payload, serialize_payload)
 
 
 
@@ -76,6 +76,7 @@ class Recording:
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     shard: Shard | None = None
     ci: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # warnings for the user, shown at the end
 
     @property
     def paths(self) -> list[str]:
@@ -115,7 +116,8 @@ def prepare(start: Path, options: RecordOptions,
         raise RecordError(f"unknown mode {options.mode!r}; use one of: {', '.join(MODES)}")
     _check_key_options(options)
     repo = open_repository(start)
-    policy = load_policy(repo).overridden(options.overrides(), "command line")
+    configured = load_policy(repo)
+    policy = configured.overridden(options.overrides(), "command line")
     if options.require_gpu and not gpu.gpu_visible():
         raise RecordError("--gpu-proof-require-gpu: no GPU is visible here (NVML, nvidia-smi), so "
                           "the receipt could not show one; run on a GPU machine")
@@ -140,10 +142,11 @@ def prepare(start: Path, options: RecordOptions,
         if options.key_env:
             key = signing.key_from_env(repo, options.key_env, environ)
         else:
-            key = signing.resolve_signing_key(repo, options.key or policy_key(policy))
+            key = signing.resolve_signing_key(repo, options.key or policy_key(policy, repo.workdir))
         principal = principal or signing.default_principal(repo)
         fingerprint = signing.key_fingerprint(key)
     return Recording(
+        notes=_path_notes(configured, paths, state.trees),
         repo=repo, policy=policy, key=key, principal=principal,
         key_fingerprint=fingerprint, mode=options.mode or policy.personal.mode or "local", state=state,
         head=str(repo.head.target),
@@ -160,9 +163,41 @@ def _check_key_options(options: RecordOptions) -> None:
         raise RecordError("--key and --key-env both name a signing key; pass only one")
 
 
-def policy_key(policy: Policy) -> str | None:
-    """pytest-gpu-proof's ``key_path``, with ``~`` expanded as it did."""
-    return os.path.expanduser(policy.personal.key) if policy.personal.key else None
+def _listing(paths: list[str], limit: int = 5) -> str:
+    shown = ", ".join(paths[:limit]) or "no file named"
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def _refuse_oversized(rec: Recording, payload_size: int) -> None:
+    """A note over MAX_NOTE_BYTES is never read, so adding to one would hide every receipt in it."""
+    existing = NotesStore(rec.repo).note_bytes(rec.head) or b""
+    total = len(existing) + payload_size + 4096  # the signature block, with room to spare
+    if total > MAX_NOTE_BYTES:
+        raise RecordError(f"this receipt ({payload_size} bytes) would make the note on {rec.head[:10]} "
+                          f"{total} bytes, over the {MAX_NOTE_BYTES}-byte limit past which notes are not "
+                          "read; the receipts already there are kept. Record fewer or smaller "
+                          "gpu_proof_check metadata, or fewer tests per run")
+
+
+def _path_notes(configured: Policy, paths: list[str], trees: dict[str, str | None]) -> list[str]:
+    """Warnings about fingerprint paths that leave code uncovered, or that verify will not accept."""
+    notes = [f"fingerprint path {path!r} does not exist, so the receipt covers no code there; set "
+             "[tool.gpu_proof] fingerprint_paths to the folders holding your GPU code and tests "
+             "([\".\"] is the whole repository)" for path, tree in trees.items() if tree is None]
+    expected = configured.fingerprint_paths if not configured.shards else paths
+    if list(paths) != list(expected):
+        notes.append(f"this run fingerprints {', '.join(paths)}, but verify checks the policy's "
+                     f"fingerprint_paths ({', '.join(expected)}): its receipt will fail paths-not-covered "
+                     "unless they match")
+    return notes
+
+
+def policy_key(policy: Policy, root: str | None) -> str | None:
+    """pytest-gpu-proof's ``key_path``, with ``~`` expanded as it did, relative to the repository root."""
+    if not policy.personal.key:
+        return None
+    path = os.path.expanduser(policy.personal.key)
+    return os.path.join(root, path) if root and not os.path.isabs(path) else path
 
 
 def _shard(policy: Policy, name: str | None) -> Shard | None:
@@ -231,11 +266,15 @@ def finish(rec: Recording, tests: list[TestResult], exit_status: int,
     """Sign and store the receipt; refuse if the code changed during the run."""
     now = worktree_state(rec.repo, rec.paths)
     if now.trees != rec.state.trees:
-        raise RecordError("files under the fingerprint paths changed while the tests ran; "
-                          "no receipt recorded. Run again without editing.")
+        changed = changed_fingerprint_paths(rec.repo, rec.state.trees, now.trees)
+        raise RecordError(f"files under the fingerprint paths changed while the tests ran ({_listing(changed)}); "
+                          "no receipt recorded. Run again without editing; files the tests write "
+                          "belong in .gitignore")
     receipt = build_receipt(rec, tests, exit_status, pytest_args, checks or [], gpu_uses)
     payload = serialize_payload(receipt)
     parse_payload(payload)  # a receipt we could not read back must never be stored
+    if rec.state.matches_head:
+        _refuse_oversized(rec, len(payload))
     if rec.key is None:
         signature = UNSIGNED_TRAILER + "\n"
     else:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pygit2
 
 from gitproof.errors import GitproofError
+from gitproof.git import find_commit, uses_sha256
 
 # git's own order for a short name (git help revisions: "<refname>")
 _SHORT_NAME_RULES = ("refs/{}", "refs/tags/{}", "refs/heads/{}", "refs/remotes/{}", "refs/remotes/{}/HEAD")
@@ -67,15 +68,8 @@ def resolve_trust_ref(repo: pygit2.Repository, name: str) -> TrustedRevision:
 
 
 def _is_full_oid(repo: pygit2.Repository, name: str) -> bool:
-    width = 64 if _sha256(repo) else 40
+    width = 64 if uses_sha256(repo) else 40
     return len(name) == width and re.fullmatch(r"[0-9a-fA-F]+", name) is not None
-
-
-def _sha256(repo: pygit2.Repository) -> bool:
-    try:
-        return repo.config["extensions.objectformat"] == "sha256"
-    except KeyError:
-        return False
 
 
 def _exists(repo: pygit2.Repository, ref: str) -> bool:
@@ -86,7 +80,7 @@ def _exists(repo: pygit2.Repository, ref: str) -> bool:
 
 
 def _commit_of(repo: pygit2.Repository, spec: str, name: str) -> str:
-    try:
-        return str(repo.revparse_single(spec).peel(pygit2.Commit).id)
-    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
-        raise TrustRefError(f"--trust-ref {name}: does not name a commit") from None
+    commit = find_commit(repo, spec)
+    if commit is None:
+        raise TrustRefError(f"--trust-ref {name}: does not name a commit")
+    return str(commit.id)

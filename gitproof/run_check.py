@@ -22,9 +22,9 @@ from gitproof.notes import NotesStore
 from gitproof.pending import PendingStore
 from gitproof.policy import PolicyError
 from gitproof.receipt import SignedReceipt
-from gitproof.verification import Failure, Verifier, open_verifier
+from gitproof.verify import Code, Failure, Verifier, open_verifier
 
-UNSIGNED_ONLY = ("unsigned", "no-trust")  # what an unsigned dry run is not judged by
+UNSIGNED_ONLY = (Code.UNSIGNED, Code.NO_TRUST)  # what an unsigned dry run is not judged by
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def judge_new_receipts(repo: pygit2.Repository, before: Before, unsigned: bool) 
     try:
         verifier = open_verifier(repo, require_trust=False)
     except PolicyError as exc:
-        return [Judged("policy", False, [Failure("policy", str(exc))])]
+        return [Judged("policy", False, [Failure(Code.POLICY, str(exc))])]
     judged = [_on_head(verifier, repo, before.head, signed) for signed in fresh_notes]
     judged += [_pending(verifier, p.ref, p.signed) for p in fresh_pending]
     if unsigned:

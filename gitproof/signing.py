@@ -29,12 +29,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from gitproof.errors import GitproofError
-from gitproof.signatures import fingerprint_of
+from gitproof.trust.keys import SignatureError, WireReader, fingerprint_of, parse_public_line
+from gitproof.trust.sshsig import NAMESPACE, is_armored
 
-NAMESPACE = "gpu-proof"
 DEFAULT_PROGRAM = "ssh-keygen"
-SIGNATURE_BEGIN = "-----BEGIN SSH SIGNATURE-----"
-SIGNATURE_END = "-----END SSH SIGNATURE-----"
 _LITERAL_PREFIX = "key::"
 _NO_KEY_HINT = (
     "no signing key configured: set one with "
@@ -66,10 +64,6 @@ class SigningKey:
     @property
     def path(self) -> Path | None:
         return None if self.literal or self.secret is not None else Path(self.spec)
-
-    @property
-    def from_environment(self) -> bool:
-        return self.secret is not None
 
 
 # --- configuration -------------------------------------------------------------
@@ -233,29 +227,12 @@ def private_key_file(key: SigningKey, directory: Path | None = None) -> Iterator
 # --- public key and fingerprint ------------------------------------------------
 
 
-def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
-    if offset + 4 > len(blob):
-        raise ValueError("truncated key blob")
-    length = int.from_bytes(blob[offset:offset + 4], "big")
-    end = offset + 4 + length
-    if end > len(blob):
-        raise ValueError("truncated key blob")
-    return blob[offset + 4:end], end
-
-
 def _parse_public_line(line: str, what: str) -> tuple[str, bytes]:
-    """Split ``type base64 [comment]`` and check the blob names the same type."""
-    fields = line.split()
+    """``type base64 [comment]`` as (type, blob); SigningError naming ``what`` if it is not one."""
     try:
-        if len(fields) < 2:
-            raise ValueError("expected `<type> <base64> [comment]`")
-        blob = base64.b64decode(fields[1], validate=True)
-        embedded, _ = _read_string(blob, 0)
-        if embedded.decode("ascii") != fields[0]:
-            raise ValueError(f"key type {fields[0]!r} does not match its blob")
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        return parse_public_line(line)
+    except SignatureError as exc:
         raise SigningError(f"{what} is not a valid SSH public key ({exc}): {line[:60]!r}") from exc
-    return fields[0], blob
 
 
 def _public_line_in(path: Path) -> str | None:
@@ -340,15 +317,11 @@ def public_key_of(key: SigningKey) -> str:
     return f"{key_type} {base64.b64encode(blob).decode('ascii')}"
 
 
-def fingerprint_of_public_line(line: str) -> str:
-    """``SHA256:...`` exactly as ``ssh-keygen -l -E sha256`` prints it: for a certificate, the
-    certified key's, which is also what verification compares (one fingerprint function)."""
-    _, blob = _parse_public_line(line, "public key")
-    return fingerprint_of(blob)
-
-
 def key_fingerprint(key: SigningKey) -> str:
-    return fingerprint_of_public_line(public_key_of(key))
+    """``SHA256:...`` exactly as ``ssh-keygen -l -E sha256`` prints it: for a certificate, the
+    certified key's, which is also what verification compares (the one fingerprint function)."""
+    _, blob = _parse_public_line(public_key_of(key), "public key")
+    return fingerprint_of(blob)
 
 
 # --- signing -------------------------------------------------------------------
@@ -407,7 +380,7 @@ def _read_signature(sig_file: Path, program: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise SigningError(f"`{program} -Y sign` wrote no readable signature: {exc}") from exc
     text = text.strip() + "\n"
-    if not (text.startswith(SIGNATURE_BEGIN) and text.rstrip().endswith(SIGNATURE_END)):
+    if not is_armored(text):
         raise SigningError(f"`{program} -Y sign` produced something that is not an SSH signature")
     return text
 
@@ -473,8 +446,8 @@ def _encrypted(data: bytes) -> bool:
         return False
     try:
         blob = base64.b64decode("".join(lines[1:-1]))
-        cipher, _ = _read_string(blob, len(_OPENSSH_MAGIC))
-    except (ValueError, binascii.Error):
+        cipher = WireReader(blob[len(_OPENSSH_MAGIC):]).string()
+    except (ValueError, binascii.Error, SignatureError):
         return False
     return blob.startswith(_OPENSSH_MAGIC) and cipher != b"none"
 

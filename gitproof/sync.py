@@ -14,13 +14,13 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pygit2
 
 from gitproof.errors import GitproofError
-from gitproof.notes import (NOTES_REF, NotesStore, is_note_path, is_notes_tree, tree_with_note,
-                            walk_notes_tree)
-from gitproof.receipt import MAGIC, join_raw, raw_entries
+from gitproof.notes import NOTES_REF, NotesStore, is_note_path, is_notes_tree, tree_with_note, walk_notes_tree
+from gitproof.receipt import MAGIC, SIG_END, UNSIGNED_TRAILER, join_raw, raw_entries
 
 TRACKING_PREFIX = "refs/remote-notes/"
 IN_SYNC_ENV = "GITPROOF_SYNC"  # set while gitproof itself pushes, so hooks stand aside
@@ -55,6 +55,10 @@ class MergeResult:
     receipts_added: int = 0
     commits_touched: int = 0
     bad_entries: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"result": self.kind, "receipts_added": self.receipts_added,
+                "commits_touched": self.commits_touched, "bad_entries": self.bad_entries}
 
     def describe(self) -> str:
         if self.kind == "none":
@@ -139,7 +143,7 @@ def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commi
         data, added = _union(repo, current, blob_id, commit_id, result)
         if added:
             path = current[1] if current else commit_id
-            tree = repo[tree_with_note(repo, tree, path, data)]
+            tree = cast(pygit2.Tree, repo[tree_with_note(repo, tree, path, data)])
             result.receipts_added += added
             result.commits_touched += 1
     message = f"gpu-proof: merge receipts from {source_ref}"
@@ -155,10 +159,10 @@ def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob:
     Entries this version cannot read (a newer format's receipts) are kept too:
     they cannot validate anything here, but they are not ours to delete.
     """
-    data = repo[current[0]].data if current else b""
+    data = _blob_data(repo, current[0]) if current else b""
     held = _Held(data)
     additions = []
-    for entry in raw_entries(repo[their_blob].data):
+    for entry in raw_entries(_blob_data(repo, their_blob)):
         if held.holds(entry):
             continue
         held.add(entry)
@@ -168,8 +172,12 @@ def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob:
     return join_raw(data, *additions), len(additions)  # one buffer: many entries stay linear
 
 
+def _blob_data(repo: pygit2.Repository, blob_id: str) -> bytes:
+    return cast(pygit2.Blob, repo[blob_id]).data  # notes trees are checked to hold blobs only
+
+
 def _changes_only_notes(repo: pygit2.Repository, commit: pygit2.Commit) -> bool:
-    deltas = repo.diff(commit.parents[0].tree, commit.tree).deltas
+    deltas = repo.diff(commit.parents[0].tree, commit.tree).deltas  # type: ignore[call-overload]  # stubs lack trees
     return all(is_note_path(delta.new_file.path) and is_note_path(delta.old_file.path) for delta in deltas)
 
 
@@ -177,7 +185,10 @@ _CONTAINMENT_BYTES = 64 * 1024 * 1024  # bytes searched per note for text that i
 
 
 def _is_receipt(entry: bytes) -> bool:
-    return entry.startswith(MAGIC.encode() + b"\n")
+    """A complete receipt: its signature block (or unsigned trailer) ends it. A block cut short
+    runs on over whatever follows it, so such an entry is matched as plain text is."""
+    end = entry.rstrip(b"\n").rpartition(b"\n")[2]
+    return entry.startswith(MAGIC.encode() + b"\n") and end in (SIG_END.encode(), UNSIGNED_TRAILER.encode())
 
 
 class _Held:
@@ -210,7 +221,7 @@ class _Held:
 
 def _notes(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, bytes]:
     """Every note in a notes tree, by commit id."""
-    return {commit: repo[blob].data for commit, (blob, _) in walk_notes_tree(tree, "", "").items()}
+    return {commit: _blob_data(repo, blob) for commit, (blob, _) in walk_notes_tree(tree, "", "").items()}
 
 
 def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2.Commit) -> dict[str, int]:
@@ -219,7 +230,7 @@ def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2
     Cheap when the tree diff from ``source`` to ``kept`` only adds notes, the usual case.
     """
     if not any(delta.status_char() in ("D", "M", "R", "T")
-               for delta in repo.diff(source.tree, kept.tree).deltas):
+               for delta in repo.diff(source.tree, kept.tree).deltas):  # type: ignore[call-overload]
         return {}
     had, has = _notes(repo, source.tree), _notes(repo, kept.tree)
     lost = {}
@@ -325,6 +336,17 @@ def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str]
             raise SyncError(f"push to {remote} failed:\n{result.stderr.strip()}")
         fetch(repo, remote)
     raise SyncError(f"the receipts on {remote} kept changing; {attempts} attempts failed, try again")
+
+
+def push_refspecs(repo: pygit2.Repository, remote: str, refspecs: list[str]) -> tuple[list[str], str]:
+    """Push the branches among ``refspecs`` with the receipts (see :func:`push_with_receipts`);
+    when they name only the notes ref, push only the receipts. The branches pushed, and git's
+    output on success (empty when only the receipts went)."""
+    branches = [spec for spec in refspecs if NOTES_REF not in spec]
+    if not branches:
+        push_notes(repo, remote)
+        return branches, ""
+    return branches, push_with_receipts(repo, remote, branches)
 
 
 def _notes_push_was_stale(stderr: str) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from gitproof import cuda_driver, cupti
+from gitproof.gpu import cupti, driver
 from tests import helpers, libcuda_fake
 from tests.keyserver import KeyServer
 
@@ -102,7 +102,7 @@ def built_libcuda(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def libcuda_path(built_libcuda: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A not-yet-loaded fake driver that ``CudaDriver.attach()`` will look for."""
     path = libcuda_fake.fresh_copy(built_libcuda, tmp_path)
-    monkeypatch.setenv(cuda_driver.ENV_LIBRARY, str(path))
+    monkeypatch.setenv(driver.ENV_LIBRARY, str(path))
     return path
 
 

@@ -4,7 +4,7 @@ The state builders write the JSON the fake reads at ``nvmlInit``. ``install``
 makes ``import pynvml`` find the fake for one test; ``block`` makes it fail as
 on a machine without nvidia-ml-py, whatever the developer has installed. Both
 go through ``monkeypatch``, so the original ``sys.modules`` entry comes back
-afterwards; call ``gitproof.nvml.reset()`` after the test too, as the adapter
+afterwards; call ``gitproof.gpu.nvml.reset()`` after the test too, as the adapter
 caches its ``nvmlInit``.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gitproof import nvml
+from gitproof.gpu import nvml
 
 FAKES = Path(__file__).parent / "fakes"
 MIB = 1024 * 1024

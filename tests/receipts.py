@@ -10,7 +10,8 @@ from gitproof import signing
 from gitproof.notes import NotesStore
 from gitproof.policy import Policy
 from gitproof.receipt import SignedReceipt, serialize_payload
-from gitproof.verification import Verifier, load_trust
+from gitproof.trust import load_trust
+from gitproof.verify import Verifier
 from tests.factories import make_receipt
 from tests.helpers import Key
 

@@ -15,7 +15,8 @@ import pytest
 from gitproof.notes import NotesStore
 from gitproof.receipt import (ReceiptFormatError, SignedReceipt, TestResult, check_outcome, parse_note,
                               parse_payload, serialize_payload)
-from gitproof.verification import UNVALIDATED, VALIDATED, Verifier, check_json, load_trust, open_verifier
+from gitproof.trust import load_trust
+from gitproof.verify import UNVALIDATED, VALIDATED, Verifier, check_json, open_verifier
 from tests.factories import make_receipt
 from tests.helpers import commit_all, generate_key, git, write_files
 from tests.receipts import POLICY, Project
@@ -428,7 +429,7 @@ def test_show_without_a_covering_receipt_says_why_and_exits_1(cli_project):
 
 
 def test_show_names_each_shards_ancestor(tmp_path, keygen):
-    from tests.test_shards import Suite
+    from tests.verify.test_shards import Suite
 
     suite = Suite(tmp_path / "suite", keygen("ed25519"))
     a = git(suite.root, "rev-parse", "HEAD")

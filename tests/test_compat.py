@@ -118,7 +118,7 @@ def test_every_peer_key_is_recognised():
                                              "github_username": "alice", "mode": "ci-gpu"}
     assert set(table) == PEER_KEYS
     translation = translate(table, "pyproject.toml")
-    assert translation.table == {"include_gpu_uuid": False}
+    assert translation.table == {"include_gpu_uuid": False, "fingerprint_paths": ["."]}
     assert (translation.personal.key, translation.personal.principal, translation.personal.mode) == \
         ("~/k", "alice", "ci-gpu")
     assert sorted(n.split(" ", 2)[1] for n in translation.notes) == sorted(REPLACED)
@@ -325,3 +325,118 @@ def test_pytest_gpu_proof_installed_alongside_is_a_clear_error(plain_project, tm
     result = pytest_run(plain_project, env, "-p", "pytest_gpu_proof_stand_in", "--gpu-proof-enable")
     assert result.returncode == 4
     assert "pip uninstall pytest-gpu-proof" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- traps found on the way in ------------------------------------------------------------------
+
+def test_a_peer_table_without_fingerprint_paths_gets_the_peers_default():
+    policy = policy_from_toml('[tool.gpu_proof]\noutput = "gpu-proof.json"\n', "p")
+    assert policy.fingerprint_paths == ["."]
+    assert policy_from_toml("[tool.gpu_proof]\nmax_age_days = 3\n", "p").fingerprint_paths == ["src", "tests"]
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[tool.gpu_proof]\ngpu_tests = ["tests/[z-a]*.py"]\n', "not a valid glob"),
+    ('[tool.gpu_proof]\nrecord_gpu_uuid = "no"\n', "record_gpu_uuid must be true or false"),
+    ("x = " + "[" * 5000 + "]" * 5000 + "\n", "not valid TOML"),
+])
+def test_hostile_values_are_policy_errors(toml, message):
+    with pytest.raises(PolicyError, match=message):
+        policy_from_toml(toml, "p")
+
+
+def test_gpu_equivalence_is_a_gpu_marker_under_a_custom_marker(plain_project, tmp_path):
+    with (plain_project / "tests" / "test_k.py").open("a") as module:
+        module.write("\n@pytest.mark.gpu_equivalence\ndef test_equivalent(): pass\n")
+    commit_all(plain_project, "an equivalence test")
+    result = pytest_run(plain_project, environ(tmp_path, gpu=False), "--gpu-proof-enable",
+                        "--gpu-proof-required-marker=gpu_kernel", "-p", "no:randomly")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [signed] = receipts(plain_project)
+    assert {t.nodeid for t in signed.receipt.tests} == {
+        "tests/test_k.py::test_kernel", "tests/test_k.py::test_equivalent", "tests/test_fixture.py::test_uses_check"}
+
+
+def test_pytest_gpu_proof_importable_is_refused_whichever_plugin_loads_first(plain_project, tmp_path):
+    package = tmp_path / "site" / "pytest_gpu_proof"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    env = environ(tmp_path, gpu=False) | {"PYTHONPATH": str(package.parent)}
+    result = pytest_run(plain_project, env, "-q")
+    assert result.returncode == 4 and "pip uninstall pytest-gpu-proof" in result.stderr
+
+
+def test_a_missing_fingerprint_path_is_warned_about(plain_project, tmp_path):
+    git(plain_project, "rm", "-q", "-r", "src")
+    commit_all(plain_project, "no src")
+    result = pytest_run(plain_project, environ(tmp_path, gpu=False), "--gpu-proof-enable")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warning: fingerprint path 'src' does not exist" in result.stdout
+
+
+def test_a_run_with_other_fingerprint_paths_is_told_verify_will_refuse(plain_project, tmp_path):
+    result = pytest_run(plain_project, environ(tmp_path, gpu=False), "--gpu-proof-enable",
+                        "--gpu-proof-fingerprint-paths=.")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "will fail paths-not-covered" in result.stdout
+
+
+def test_a_rootdir_outside_the_repository_is_refused(plain_project, tmp_path):
+    key = generate_key(tmp_path / "spaced")
+    result = pytest_run(plain_project, environ(tmp_path, gpu=False), "--gpu-proof-enable",
+                        "--gpu-proof-key", str(key.private))  # pytest takes the key for a test path
+    assert result.returncode == 4 and "outside the repository" in result.stderr
+    assert "--gpu-proof-key=PATH" in result.stderr and receipts(plain_project) == []
+
+
+def test_files_the_tests_write_are_named_when_they_change_the_fingerprint(plain_project, tmp_path):
+    write_files(plain_project, {"tests/test_writes.py": (
+        "import pathlib, pytest\n\n@pytest.mark.gpu_proof\n"
+        "def test_writes():\n    pathlib.Path('tests/bench.json').write_text('{}')\n")})
+    commit_all(plain_project, "a test that writes")
+    result = pytest_run(plain_project, environ(tmp_path, gpu=False), "--gpu-proof-enable")
+    assert result.returncode != 0 and "tests/bench.json" in result.stdout
+    assert ".gitignore" in result.stdout and receipts(plain_project) == []
+
+
+def test_a_rerun_that_passes_keeps_only_its_own_checks(plain_project, tmp_path):
+    pytest.importorskip("pytest_rerunfailures")
+    write_files(plain_project, {"tests/test_flaky.py": (
+        "import pathlib\n\n"
+        "def test_flaky(gpu_proof_check):\n"
+        "    first = not pathlib.Path('.git/flaky-seen').exists()\n"
+        "    pathlib.Path('.git/flaky-seen').write_text('x')\n"
+        "    gpu_proof_check('value', lambda: 1.0, lambda: 2.0 if first else 1.0)\n")})
+    commit_all(plain_project, "a flaky check")
+    result = pytest_run(plain_project, environ(tmp_path, gpu=False), "--gpu-proof-enable", "--reruns=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [signed] = receipts(plain_project)
+    flaky = [c for c in signed.receipt.checks if c["test"].endswith("test_flaky")]
+    assert [c["outcome"] for c in flaky] == ["passed"]
+    assert gp(plain_project, environ(tmp_path, gpu=False), "show", "--json").returncode == 0
+
+
+def test_huge_check_metadata_is_kept_to_a_preview():
+    from gitproof.equivalence import MAX_METADATA_BYTES, run_check
+
+    result = run_check("m", lambda: 1, lambda: 1, args=None, metadata={"q": [0.123456789] * 100_000})
+    record = result.to_record("t.py::t", 1e-5, 1e-8)
+    assert record["metadata"]["truncated"] is True and record["metadata"]["bytes"] > MAX_METADATA_BYTES
+    assert len(record["metadata"]["preview"]) <= 1024
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"d": deep}
+    assert run_check("m", lambda: 1, lambda: 1, metadata=deep).to_record("t", 1e-5, 1e-8)["metadata"]["truncated"]
+
+
+def test_a_receipt_that_would_make_the_note_unreadable_is_refused(plain_project, tmp_path):
+    from gitproof.receipt import MAX_NOTE_BYTES
+
+    repo = pygit2.Repository(str(plain_project))
+    filler = b"# filler\n" * ((MAX_NOTE_BYTES - 2048) // 9)
+    author = pygit2.Signature("t", "t@example.com")
+    repo.create_note(filler.decode(), author, author, str(repo.head.target), "refs/notes/gpu-proof")
+    before = git(plain_project, "rev-parse", "refs/notes/gpu-proof")
+    result = pytest_run(plain_project, environ(tmp_path, gpu=False), "--gpu-proof-enable")
+    assert result.returncode != 0 and "over the" in result.stdout and "byte limit" in result.stdout
+    assert git(plain_project, "rev-parse", "refs/notes/gpu-proof") == before

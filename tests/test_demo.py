@@ -15,8 +15,18 @@ import pygit2
 import pytest
 
 import gitproof
-from gitproof.demo import (CUDA, CUDA_PROJECT, PRINCIPAL, PROJECT, Demo, Step, check_cuda,
-                           create_demo_repo, cuda_steps, run_demo)
+from gitproof.demo import (
+    CUDA,
+    CUDA_PROJECT,
+    PRINCIPAL,
+    PROJECT,
+    Demo,
+    Step,
+    check_cuda,
+    create_demo_repo,
+    cuda_steps,
+    run_demo,
+)
 from gitproof.policy import load_policy, policy_from_toml
 from tests.helpers import git
 from tests.remotes import gp

@@ -1,7 +1,7 @@
 """GPU evidence in receipts: the gpu-facts and gpu-use fields, require_gpu_use, attestation.
 
 Receipts are built and signed for real (real keys, real notes); how the
-evidence is gathered is tested in test_gpu.py, test_nvml.py and test_gpu_use.py.
+evidence is gathered is tested in tests/gpu/.
 """
 from __future__ import annotations
 

@@ -80,7 +80,8 @@ def test_commit_subjects_and_paths_are_escaped_on_the_terminal(project):
     outputs = [gp(project.root, "verify").stdout, gp(project.root, "log", "-n", "2").stdout]
     assert gp(project.root, "install").returncode == 0
     head = str(project.repo.revparse_single("HEAD").id)
-    hook = gp(project.root, "hook", "pre-push", "origin", "url", input=f"refs/heads/main {head} refs/heads/main {'0' * 40}\n")
+    hook = gp(project.root, "hook", "pre-push", "origin", "url",
+              input=f"refs/heads/main {head} refs/heads/main {'0' * 40}\n")
     outputs.append(hook.stderr)
     for output in outputs:
         assert not any(c in output for c in ("\x1b", "\x07", "\u202e", "\u2028", "\x85")), repr(output)

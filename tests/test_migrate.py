@@ -81,7 +81,6 @@ def test_a_missing_fingerprint_paths_becomes_the_peers_whole_repository_default(
 
 
 @pytest.mark.parametrize("text", [
-    '[project]\nname = "x"\n',
     '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\nfingerprint_paths = ["src"]\n',
 ])
 def test_nothing_to_migrate_leaves_the_text_alone(text):
@@ -190,3 +189,33 @@ def test_nothing_to_migrate_says_so(project):
                                             'allowed_signers = "s"\n')
     result = gp(project)
     assert result.returncode == 0 and "needs no migration" in result.stdout
+
+
+@pytest.mark.parametrize("text", [
+    '[tool]\ngpu_proof.shard_name = "a"\ngpu_proof.shard_fingerprint_paths = "src,tests"\n',
+    '[tool]\ngpu_proof = {output = "x", shard_name = "a"}\n',
+])
+def test_layouts_it_cannot_rewrite_faithfully_are_refused(text):
+    with pytest.raises(MigrateError, match="plain \\[tool.gpu_proof\\] section"):
+        plan(text, "p")
+
+
+def test_no_table_gets_the_peers_defaults():
+    migration = plan('[project]\nname = "x"\n', "p")
+    assert table(migration.new_text) == {"fingerprint_paths": ["."]}
+
+
+def test_an_allowed_signers_path_outside_the_repository_is_refused(project, tmp_path):
+    with_user(project, f'allowed_signers = "{tmp_path / "elsewhere"}"\n')
+    result = gp(project, "--from", str(tmp_path / "k.keys"))
+    assert result.returncode == 2 and "not a path inside the repository" in result.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_second_migrate_says_nothing_changed(project, keygen, tmp_path):
+    key = keygen("ed25519")
+    with_user(project)
+    assert gp(project, "--from", str(key.public)).returncode == 0
+    again = gp(project, "--from", str(key.public))
+    assert again.returncode == 0 and "already converted; nothing in it changed" in again.stdout
+    assert "0 key(s) of alice added" in again.stdout

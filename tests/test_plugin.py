@@ -320,7 +320,7 @@ def test_tests_are_watched_only_when_recording(pytester, project, args):
 def test_gpu_use_records_count_only_from_teardown_reports():
     from types import SimpleNamespace
 
-    from gitproof.plugin import GPU_USE_PROPERTY, Recorder
+    from gitproof.recorder import GPU_USE_PROPERTY, Recorder
 
     def report(*records):
         return SimpleNamespace(user_properties=[(GPU_USE_PROPERTY, r) for r in records])

@@ -21,7 +21,7 @@ def test_values_are_read_and_paths_normalised():
         '[tool.gpu_proof]\nfingerprint_paths = ["cuda/", "tests"]\nrequired_marker = "gpu"\n'
         'allowed_signers = ".gpu-proof/allowed_signers"\ninclude_gpu_uuid = false\n', "p")
     assert policy.fingerprint_paths == ["cuda", "tests"]
-    assert policy.markers == ("gpu",)
+    assert policy.markers == ("gpu", "gpu_equivalence")
     assert policy.allowed_signers == ".gpu-proof/allowed_signers" and not policy.include_gpu_uuid
 
 

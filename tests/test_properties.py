@@ -12,11 +12,12 @@ import pygit2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitproof.allowed_signers import AllowedSigners, AllowedSignersError, RevokedKeys
-from gitproof.receipt import (ReceiptFormatError, note_entries, parse_payload, raw_entries,
-                              serialize_payload)
-from gitproof.signatures import SignatureError, parse_signature
+from gitproof.receipt import ReceiptFormatError, note_entries, parse_payload, raw_entries, serialize_payload
 from gitproof.sync import MergeResult, _union
+from gitproof.trust.allowed_signers import AllowedSigners, AllowedSignersError
+from gitproof.trust.keys import SignatureError
+from gitproof.trust.revocation import RevokedKeys
+from gitproof.trust.sshsig import parse_signature
 from tests.factories import make_receipt
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

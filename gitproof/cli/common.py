@@ -7,14 +7,20 @@ import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, NoReturn
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 
 import pygit2
 import typer
 from typer.core import TyperCommand
 
+from gitproof import git
 from gitproof.errors import GitproofError
-from gitproof.receipt import terminal_safe
+from gitproof.text import terminal_safe
+
+if TYPE_CHECKING:
+    import click
+
+    from gitproof.verify import Verifier
 
 EXIT_OK = 0
 EXIT_UNVALIDATED = 1
@@ -46,22 +52,24 @@ def errors_as_exit() -> Iterator[None]:
         fail(str(exc))
 
 
-def open_repo(start: Path | None = None) -> pygit2.Repository:
-    start = start or Path.cwd()
-    found = pygit2.discover_repository(str(start))
-    if found is None:
-        fail(f"{start} is not inside a git repository")
-    repo = pygit2.Repository(found)
-    if repo.head_is_unborn:
+def open_repo(start: Path | None = None, needs_commits: bool = True) -> pygit2.Repository:
+    """The enclosing repository, or exit 2. ``needs_commits=False`` (install, doctor): one
+    without commits is fine, so a repository can be set up first and committed to later."""
+    try:
+        repo = git.open_repository(start)
+    except GitproofError as exc:
+        fail(str(exc))
+    if needs_commits and repo.head_is_unborn:
         fail("the repository has no commits yet")
     return repo
 
 
 def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Commit:
+    """The commit ``rev`` names, or exit 2."""
     try:
-        return repo.revparse_single(rev).peel(pygit2.Commit)
-    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
-        fail(f"unknown revision {rev!r}")
+        return git.resolve_commit(repo, rev)
+    except GitproofError as exc:
+        fail(str(exc))
 
 
 def trusted_commit(repo: pygit2.Repository, name: str | None) -> str | None:
@@ -79,7 +87,7 @@ def trusted_commit(repo: pygit2.Repository, name: str | None) -> str | None:
         fail(str(exc))
 
 
-def warn_about_trust(verifier) -> None:
+def warn_about_trust(verifier: Verifier) -> None:
     """The trust roots' warnings, and the policy's (pytest-gpu-proof keys it ignores)."""
     for warning in [*verifier.trust.warnings, *verifier.policy.notes]:
         warn(warning)
@@ -110,7 +118,7 @@ class Command(TyperCommand):
     """Help without typer's type annotations on arguments (``rev <str>``, ``revs... <list[str]>``):
     the help text says what an argument is; options carry a metavar for the same reason."""
 
-    def format_options(self, ctx, formatter) -> None:
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         groups: dict[str, list[tuple[str, str]]] = {"argument": [], "option": []}
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)

@@ -5,9 +5,10 @@ import json
 from typing import Any
 
 from gitproof.cli.common import short, styled
-from gitproof.gpu_use import _milliseconds
-from gitproof.receipt import Receipt, TestResult, check_outcome, printable, terminal_safe
-from gitproof.verification import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
+from gitproof.gpu import milliseconds as _milliseconds
+from gitproof.receipt import Receipt, TestResult, check_outcome
+from gitproof.text import printable, terminal_safe
+from gitproof.verify import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
 
 def gpu_text(receipt: Receipt) -> str:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import typer
 
-from gitproof.cli.common import EXIT_OK, EXIT_UNVALIDATED, emit_json
-from gitproof.cli.install import open_any_repo
-from gitproof.install import FAIL, OK, WARN, Check, doctor
+from gitproof.cli.common import EXIT_OK, EXIT_UNVALIDATED, emit_json, open_repo
+from gitproof.doctor import FAIL, OK, WARN, Check, doctor
 
 _LABELS = {OK: ("ok", typer.colors.GREEN), WARN: ("warn", typer.colors.YELLOW),
            FAIL: ("FAIL", typer.colors.RED)}
@@ -19,7 +18,7 @@ def _line(check: Check) -> str:
 def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Check the hooks, the notes configuration, the signing key, the trust roots and
     the policy. Exit status 1 when a check fails."""
-    report = doctor(open_any_repo())
+    report = doctor(open_repo(needs_commits=False))
     if as_json:
         emit_json(report.to_json())
     else:
@@ -27,9 +26,7 @@ def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable
             typer.echo(_line(check))
             if check.fix and check.status != OK:
                 typer.echo(f"      {'':30} fix: {check.fix}")
-        failed = sum(c.status == FAIL for c in report.checks)
-        warned = sum(c.status == WARN for c in report.checks)
-        typer.echo(f"{failed} failing, {warned} warning(s)")
+        typer.echo(f"{report.failing} failing, {report.warnings} warning(s)")
     raise typer.Exit(EXIT_OK if report.ok else EXIT_UNVALIDATED)
 
 

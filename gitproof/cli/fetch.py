@@ -21,9 +21,7 @@ def command(
     with errors_as_exit():
         result = fetch(repo, remote)
     if as_json:
-        emit_json({"remote": remote, "tracking_ref": tracking_ref(remote), "result": result.kind,
-                   "receipts_added": result.receipts_added, "commits_touched": result.commits_touched,
-                   "bad_entries": result.bad_entries})
+        emit_json({"remote": remote, "tracking_ref": tracking_ref(remote), **result.to_json()})
         return
     for bad in result.bad_entries:
         typer.echo(f"gpu-proof: warning: ignored unreadable entry from {remote}: {bad}", err=True)

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, cast
 
-from gitproof.hook import (CHECK_MODES, HookInputError, HookResult, PushCheck, notes_ref_in_push, receipts_lost,
-                           parse_updates, updates_from_pre_commit_env)
-from gitproof.receipt import printable, terminal_safe
+from gitproof.git import open_repository
+from gitproof.hook import (
+    HookResult,
+    PushCheck,
+    notes_ref_in_push,
+    parse_updates,
+    receipts_lost,
+    updates_from_pre_commit_env,
+)
+from gitproof.policy import PUSH_CHECKS
+from gitproof.text import printable, terminal_safe
+
+if TYPE_CHECKING:
+    import pygit2
+    import typer
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -39,9 +51,9 @@ def pre_push(remote: str = "origin", mode: str | None = None, stdin_text: str | 
 def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
     from gitproof.notes import NOTES_REF
     from gitproof.sync import SyncError, push_notes
-    from gitproof.verification import open_verifier
+    from gitproof.verify import open_verifier
 
-    repo = _open_repo()
+    repo = open_repository()
     updates = parse_updates(stdin_text) or updates_from_pre_commit_env(repo=repo)
     verifier = open_verifier(repo)
     for warning in verifier.trust.warnings:
@@ -70,15 +82,6 @@ def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
         message += f"; receipts sent to {remote}"
     _say(message)
     return EXIT_OK
-
-
-def _open_repo():
-    import pygit2
-
-    found = pygit2.discover_repository(os.getcwd())
-    if found is None:
-        raise HookInputError(f"{os.getcwd()} is not inside a git repository")
-    return pygit2.Repository(found)
 
 
 def _guarded(action: Callable[[], int]) -> int:
@@ -126,10 +129,10 @@ def _post_commit() -> int:
     from gitproof.pending import attach_pending
     from gitproof.policy import load_policy
 
-    repo = _open_repo()
+    repo = open_repository()
     if repo.head_is_unborn:
         return EXIT_OK
-    attached = attach_pending(repo, load_policy(repo), [repo.head.peel()])
+    attached = attach_pending(repo, load_policy(repo), [cast("pygit2.Commit", repo.head.peel())])
     for item in attached:
         _say(f"gpu-proof: attached pending receipt ({item.signed.receipt.verdict}) to {item.commit[:10]}")
     return EXIT_OK
@@ -147,8 +150,8 @@ def fast_main(args: list[str]) -> int | None:
     mode = None
     if "--mode" in rest:
         at = rest.index("--mode")
-        if at + 1 >= len(rest) or rest[at + 1] not in CHECK_MODES:
-            _say(f"gpu-proof: error: --mode takes one of: {', '.join(CHECK_MODES)}")
+        if at + 1 >= len(rest) or rest[at + 1] not in PUSH_CHECKS:
+            _say(f"gpu-proof: error: --mode takes one of: {', '.join(PUSH_CHECKS)}")
             return EXIT_USAGE
         mode = rest[at + 1]
         rest = rest[:at] + rest[at + 2:]
@@ -156,7 +159,7 @@ def fast_main(args: list[str]) -> int | None:
     return pre_push(remote, mode)
 
 
-def register(root) -> None:
+def register(root: typer.Typer) -> None:
     import typer
 
     app = typer.Typer(help="Entry points for the git hooks that `git gpu-proof install` sets up.",
@@ -167,7 +170,7 @@ def register(root) -> None:
         remote: str = typer.Argument("origin", metavar="REMOTE", help="Remote name (git passes it)."),
         url: str = typer.Argument("", metavar="URL", show_default=False, help="Remote URL (git passes it; unused)."),
         mode: str = typer.Option(None, "--mode", metavar="MODE", help=f"Which commits need receipts: "
-                                 f"{', '.join(CHECK_MODES)} (default: [tool.gpu_proof] push_check, else tip)."),
+                                 f"{', '.join(PUSH_CHECKS)} (default: [tool.gpu_proof] push_check, else tip)."),
     ) -> None:
         """Refuse the push when pushed GPU code has no valid receipt; otherwise send receipts first.
 

@@ -1,23 +1,12 @@
 """``git gpu-proof install`` and ``uninstall``: the git hooks and the notes configuration."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import pygit2
 import typer
 
-from gitproof.cli.common import emit_json, errors_as_exit, fail
+from gitproof.cli.common import emit_json, errors_as_exit, open_repo
 from gitproof.install import Report, install, uninstall
 
 _JSON = typer.Option(False, "--json", help="Machine-readable output.")
-
-
-def open_any_repo() -> pygit2.Repository:
-    """Like common.open_repo, but a repository without commits is fine: set up first, commit later."""
-    found = pygit2.discover_repository(str(Path.cwd()))
-    if found is None:
-        fail(f"{Path.cwd()} is not inside a git repository")
-    return pygit2.Repository(found)
 
 
 def print_report(report: Report, as_json: bool) -> None:
@@ -45,7 +34,7 @@ def install_command(as_json: bool = _JSON) -> None:
     shows the receipts.
     """
     with errors_as_exit():
-        report = install(open_any_repo())
+        report = install(open_repo(needs_commits=False))
     print_report(report, as_json)
 
 
@@ -55,7 +44,7 @@ def uninstall_command(as_json: bool = _JSON) -> None:
     The hooks they chained are restored; receipts are kept.
     """
     with errors_as_exit():
-        report = uninstall(open_any_repo())
+        report = uninstall(open_repo(needs_commits=False))
     print_report(report, as_json)
 
 

@@ -10,18 +10,36 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import typer
 
 COMPLETION_NAME = "git-gpu-proof"  # what a shell completes: the executable, not `git gpu-proof`
 COMPLETION_VARIABLE = "_GIT_GPU_PROOF_COMPLETE"
 
 
-def build_app():
+def build_app() -> typer.Typer:
     """The typer application with every command registered."""
     import typer
 
     from gitproof import __version__
-    from gitproof.cli import (demo, doctor, fetch, hook, install, log, migrate, plan, push, run, show,
-                             signers, status, verify)
+    from gitproof.cli import (
+        demo,
+        doctor,
+        fetch,
+        hook,
+        install,
+        log,
+        migrate,
+        plan,
+        push,
+        run,
+        show,
+        signers,
+        status,
+        verify,
+    )
 
     app = typer.Typer(
         name="git gpu-proof",
@@ -51,14 +69,14 @@ def build_app():
     return app
 
 
-def _context_settings() -> dict:
-    settings: dict = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+def _context_settings() -> dict[str, Any]:
+    settings: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
     if os.environ.get("NO_COLOR"):
         settings["color"] = False  # every echo of every command strips ANSI styles
     return settings
 
 
-def _plain_help(app) -> None:
+def _plain_help(app: typer.Typer) -> None:
     """Every command's help without typer's type annotations (see common.Command)."""
     from typer.core import TyperCommand
 
@@ -68,7 +86,7 @@ def _plain_help(app) -> None:
         if info.cls in (None, TyperCommand):
             info.cls = Command
     for group in app.registered_groups:
-        _plain_help(group.typer_instance)
+        _plain_help(cast("typer.Typer", group.typer_instance))  # add_typer always sets it
 
 
 def _program_name(argv: list[str]) -> str:

@@ -7,11 +7,12 @@ from typing import Optional
 import typer
 
 from gitproof.cli.common import emit_json, fail, open_repo
-from gitproof.cli.signers import _configured_file, _key_entry, _read_source, add_keys
+from gitproof.cli.signers import _key_entry, _read_source, add_or_fail
 from gitproof.files import UnreadableFile, read_regular, write_atomically
-from gitproof.github_keys import is_valid_username, username_problem
 from gitproof.migrate import OLD_RECEIPT, Migration, MigrateError, plan
 from gitproof.policy import PYPROJECT, Policy
+from gitproof.trust import configured_signers_file
+from gitproof.trust.github import is_valid_username, username_problem
 
 
 def command(
@@ -45,7 +46,7 @@ def command(
     except (UnreadableFile, UnicodeDecodeError) as exc:
         fail(f"{exc}; migrate converts the [tool.gpu_proof] table of {path}")
     try:
-        migration = plan(text, str(path), signers_configured=_configured_file(repo) is not None)
+        migration = plan(text, str(path), signers_configured=configured_signers_file(repo) is not None)
     except MigrateError as exc:
         fail(str(exc))
     keys_report = None
@@ -72,14 +73,22 @@ def _add_signer_keys(repo, root: Path, migration: Migration, source: str | None)
     assert user is not None
     if not is_valid_username(user):
         fail(f"github_username: {username_problem(user)}")
-    target = root / migration.signers_file if migration.signers_file else _configured_file(repo)
+    if migration.signers_file and not _inside(migration.signers_file):
+        fail(f"allowed_signers = {migration.signers_file!r} is not a path inside the repository; "
+             "migrate adds keys only to a file in the working tree")
+    target = root / migration.signers_file if migration.signers_file else configured_signers_file(repo)
     policy = Policy(github_url=migration.github_url) if migration.github_url else Policy()
     origin, keys = _read_source(source, user, policy)
     if not keys:
         fail(f"no SSH public keys for {user} in {origin}; nothing written")
-    added, present = add_keys(target, user, keys)
+    added, present = add_or_fail(target, user, keys)
     return {"principal": user, "file": str(target), "source": origin,
             "added": [_key_entry(k) for k in added], "already_present": [_key_entry(k) for k in present]}
+
+
+def _inside(relative: str) -> bool:
+    path = Path(relative)
+    return not path.is_absolute() and ".." not in path.parts and relative.strip() not in ("", ".")
 
 
 def _report(path: Path, migration: Migration, dry_run: bool, keys: dict | None,
@@ -99,9 +108,12 @@ def _report(path: Path, migration: Migration, dry_run: bool, keys: dict | None,
     for name in leftovers:
         typer.echo(f"  ! {name}: pytest-gpu-proof's receipt file is no longer read (receipts are git "
                    f"notes); remove it with `git rm {name}`")
-    verb = "would change" if dry_run else "changed"
-    typer.echo(f"gpu-proof: {verb} {path}" + ("; dry run, nothing written" if dry_run else
-                                              "; review and commit it (and the allowed_signers file)"))
+    if not migration.changed:
+        typer.echo(f"gpu-proof: {path} is already converted; nothing in it changed")
+    elif dry_run:
+        typer.echo(f"gpu-proof: would change {path}; dry run, nothing written")
+    else:
+        typer.echo(f"gpu-proof: changed {path}; review and commit it (and the allowed_signers file)")
 
 
 def register(app: typer.Typer) -> None:

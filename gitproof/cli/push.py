@@ -3,21 +3,12 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-import pygit2
 import typer
 
 from gitproof.cli.common import errors_as_exit, fail, open_repo
+from gitproof.git import default_remote
 from gitproof.notes import NOTES_REF
-from gitproof.sync import SyncError, fetch, push_notes, push_with_receipts
-
-
-def default_remote(repo: pygit2.Repository) -> str:
-    if not repo.head_is_detached:
-        try:
-            return repo.config[f"branch.{repo.head.shorthand}.remote"]
-        except KeyError:
-            pass
-    return "origin"
+from gitproof.sync import SyncError, fetch, push_refspecs
 
 
 def command(
@@ -40,15 +31,10 @@ def command(
         if repo.head_is_detached:
             fail("HEAD is detached: name what to push, e.g. `git gpu-proof push origin HEAD:refs/heads/main`")
         refspecs = [repo.head.shorthand]
-    branches = [r for r in refspecs if NOTES_REF not in r]
     with errors_as_exit():
         fetch(repo, remote)
         try:
-            if branches:
-                output = push_with_receipts(repo, remote, branches)
-            else:  # only the receipts were asked for
-                push_notes(repo, remote)
-                output = ""
+            branches, output = push_refspecs(repo, remote, refspecs)
         except SyncError as exc:
             fail(str(exc), 1)
     if output:

@@ -8,6 +8,8 @@ repository's policy (:mod:`gitproof.run_check`).
 """
 from __future__ import annotations
 
+import os
+
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -132,6 +134,7 @@ def _run(extra: list[str], key: str | None, key_env: str | None, principal: str 
     repo = open_repo()
     if repo.workdir is None:
         fail("run needs a working tree, not a bare repository")
+    key = _from_here(key)  # pytest runs in the repository root, not in this directory
     interpreter = _interpreter(repo, python)
     plan = _signing_plan(repo, key, key_env, principal) if not unsigned else None
     from gitproof import run_check
@@ -161,6 +164,13 @@ def _interpreter(repo: pygit2.Repository, option: str | None) -> Interpreter:
              f"receipt is made by {version}'s plugin (to match: {interpreter.path} -m pip install "
              f"git-gpu-proof=={__version__})")
     return interpreter
+
+
+def _from_here(key: str | None) -> str | None:
+    """A relative key path, made absolute against the directory `run` was started in."""
+    if not key or key.startswith("key::") or os.path.isabs(os.path.expanduser(key)):
+        return key
+    return os.path.abspath(key)
 
 
 def _signing_plan(repo: pygit2.Repository, key: str | None, key_env: str | None,

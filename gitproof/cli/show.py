@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 import pygit2
 import typer
 
 from gitproof.cli.common import emit_json, errors_as_exit, open_repo, resolve_commit, short, warn_about_trust
 from gitproof.cli.describe import receipt_block
-from gitproof.receipt import printable
-from gitproof.verification import UNCHANGED, CommitVerdict, Verifier, open_verifier
+from gitproof.text import printable
+from gitproof.verify import UNCHANGED, CommitVerdict, ReceiptVerdict, Verifier, open_verifier
 
 
 def command(
@@ -56,7 +56,7 @@ def _no_receipts(verifier: Verifier, commit: pygit2.Commit, as_json: bool) -> No
     if as_json:
         data: dict[str, Any] = {"commit": str(commit.id), "receipts": []}
         if holders:
-            data["unchanged_from"] = verdict.receipt.note_commit  # sharded: the newest receipt's
+            data["unchanged_from"] = cast(ReceiptVerdict, verdict.receipt).note_commit  # sharded: the newest's
             if verdict.shards:
                 data["unchanged_from_shards"] = holders
         emit_json(data)

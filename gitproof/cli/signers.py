@@ -7,15 +7,14 @@ from typing import Any, Optional
 import pygit2
 import typer
 
-from gitproof.allowed_signers import AllowedSigner, AllowedSigners, match_pattern_list, read_key
 from gitproof.cli.common import emit_json, errors_as_exit, fail, trusted_commit
-from gitproof.files import write_atomically
-from gitproof.github_keys import (NAMESPACE, GitHubKeysError, GitHubSource, check_base_url, fetch_keys,
-                                  is_valid_username, keys_url, parse_keys, username_problem)
 from gitproof.policy import Policy, load_policy
-from gitproof.receipt import printable
-from gitproof.signatures import fingerprint_of, key_type_of
-from gitproof.verification import AllowedSignersSource, load_trust
+from gitproof.text import printable
+from gitproof.trust import (AllowedSigner, AllowedSignersSource, add_keys, fingerprint_of, load_trust,
+                            signers_file_to_edit)
+from gitproof.trust.github import (GitHubKeysError, GitHubSource, check_base_url, fetch_keys, is_valid_username,
+                                   keys_url, parse_keys, username_problem)
+from gitproof.trust.keys import key_type_of, read_key
 
 
 # -- shared -----------------------------------------------------------------------------
@@ -26,54 +25,18 @@ def _find_repo() -> pygit2.Repository | None:
     return pygit2.Repository(found) if found else None
 
 
-def _workdir(repo: pygit2.Repository) -> Path:
-    return Path(repo.workdir or repo.path)
-
-
-def _configured_file(repo: pygit2.Repository) -> Path | None:
-    """git config gpg.ssh.allowedSignersFile, resolved as verification resolves it."""
-    try:
-        value = repo.config["gpg.ssh.allowedSignersFile"]
-    except KeyError:
-        return None
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else _workdir(repo) / path
-
-
 def _target_file(repo: pygit2.Repository | None, policy: Policy, explicit: Path | None) -> Path:
     if explicit is not None:
         return explicit.expanduser().absolute()
     if repo is None:
         fail(f"{Path.cwd()} is not inside a git repository; pass --file PATH")
-    if policy.allowed_signers:
-        if repo.workdir is None:
-            fail("[tool.gpu_proof] allowed_signers is relative to the working tree, and this "
-                 "repository has none; pass --file PATH")
-        return Path(repo.workdir) / policy.allowed_signers
-    configured = _configured_file(repo)
-    if configured is None:
-        fail("no allowed_signers file configured: set [tool.gpu_proof] allowed_signers in "
-             "pyproject.toml (e.g. \".gpu-proof/allowed_signers\") or git config "
-             "gpg.ssh.allowedSignersFile, or pass --file PATH")
-    return configured
+    with errors_as_exit():
+        return signers_file_to_edit(repo, policy)
 
 
 def _key_entry(key: str) -> dict[str, str]:
     blob = read_key(key)[0]  # parse_keys only returns keys read_key accepts
     return {"key_type": key_type_of(blob), "fingerprint": fingerprint_of(blob), "key": key}
-
-
-def _already_listed(signers: AllowedSigners, user: str, key: str) -> bool:
-    """An entry that already lets ``user`` sign with ``key`` in the gpu-proof namespace."""
-    blob = read_key(key)[0]
-    for signer in signers.signers:
-        if signer.cert_authority or signer.key != blob:
-            continue
-        if user not in signer.principals.split(","):
-            continue
-        if signer.namespaces is None or match_pattern_list(NAMESPACE, signer.namespaces):
-            return True
-    return False
 
 
 def _read_source(source: str | None, user: str, policy: Policy) -> tuple[str, list[str]]:
@@ -102,22 +65,10 @@ def _read_source(source: str | None, user: str, policy: Policy) -> tuple[str, li
 
 # -- add --------------------------------------------------------------------------------
 
-def add_keys(target: Path, user: str, keys: list[str]) -> tuple[list[str], list[str]]:
-    """Append ``user``'s keys not yet listed to ``target``: (added, already present)."""
-    try:
-        existing = target.read_bytes() if target.exists() else b""
-    except OSError as exc:
-        fail(f"cannot read allowed signers file {target}: {exc.strerror or exc}")
-    current = AllowedSigners.from_text(existing.decode("utf-8", errors="surrogateescape"), str(target))
-    added = [k for k in keys if not _already_listed(current, user, k)]
-    if added:
-        lines = "".join(f'{user} namespaces="{NAMESPACE}" {key}\n' for key in added).encode()
-        separator = b"\n" if existing and not existing.endswith(b"\n") else b""
-        try:
-            write_atomically(target, existing + separator + lines)
-        except OSError as exc:
-            fail(f"cannot write allowed signers file {target}: {exc.strerror or exc}")
-    return added, [k for k in keys if k not in added]
+def add_or_fail(target: Path, user: str, keys: list[str]) -> tuple[list[str], list[str]]:
+    """`add_keys`, a file that cannot be read or written ending the command with status 2."""
+    with errors_as_exit():
+        return add_keys(target, user, keys)
 
 
 def add_command(
@@ -152,7 +103,7 @@ def add_command(
     origin, keys = _read_source(source, github, policy)
     if not keys:
         fail(f"no SSH public keys for {github} in {origin}")
-    added, present = add_keys(target, github, keys)
+    added, present = add_or_fail(target, github, keys)
     if as_json:
         emit_json({"principal": github, "file": str(target), "source": origin,
                    "added": [_key_entry(k) for k in added],

@@ -5,9 +5,9 @@ import typer
 
 from gitproof.cli.common import emit_json, errors_as_exit, open_repo, short, styled, warn_about_trust
 from gitproof.cli.describe import commit_line
-from gitproof.fingerprint import worktree_state
 from gitproof.pending import PendingStore
-from gitproof.verification import open_verifier
+from gitproof.verify import open_verifier
+from gitproof.verify.worktree import judge_worktree
 
 
 def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
@@ -24,22 +24,15 @@ def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable
         verifier = open_verifier(repo, require_trust=False)
         warn_about_trust(verifier)
         paths = verifier.all_paths
-        state = worktree_state(repo, paths)
-        head = verifier.verify(repo.head.peel())
-        pending = []
-        for item in PendingStore(repo).list():
-            scope = verifier.scope_for(item.signed)
-            trees = {p: state.trees[p] for p in scope.paths}
-            pending.append((item, verifier.judge(item.signed, trees, item.ref, scope)))
-    pending_match = [v for _, v in pending if v.ok]
-    worktree_ok = head.ok if state.matches_head else bool(pending_match)
+        worktree = judge_worktree(repo, verifier, ((p.ref, p.signed) for p in PendingStore(repo).list()))
+    state, head, pending, worktree_ok = worktree.state, worktree.head, worktree.pending, worktree.validated
     if as_json:
         emit_json({
             "fingerprint_paths": paths, "trees": state.trees, "head_trees": state.head_trees,
             "worktree_matches_head": state.matches_head, "changed_files": state.changed_paths,
             "dirty_outside_paths": state.dirty_outside, "head": head.to_json(),
             "worktree_validated": worktree_ok,
-            "pending": [{"ref": p.ref, **v.to_json()} for p, v in pending],
+            "pending": [{"ref": ref, **v.to_json()} for ref, v in pending],
             "needs_run": not worktree_ok,
         })
         return
@@ -54,9 +47,9 @@ def command(as_json: bool = typer.Option(False, "--json", help="Machine-readable
     else:
         typer.echo(f"working tree: {styled('validated' if worktree_ok else 'differs from HEAD', worktree_ok)}"
                    f" ({len(state.changed_paths)} changed file(s) under the fingerprint paths)")
-    for ref_receipt, verdict in pending:
+    for ref, verdict in pending:
         label = "matches working tree" if verdict.ok else "; ".join(f.message for f in verdict.failures)
-        typer.echo(f"pending receipt {short(ref_receipt.ref.rsplit('/', 1)[-1])}: {label}")
+        typer.echo(f"pending receipt {short(ref.rsplit('/', 1)[-1])}: {label}")
     if not worktree_ok:
         typer.echo("next: git gpu-proof run")
 

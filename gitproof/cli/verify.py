@@ -2,26 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
-import pygit2
 import typer
 
 from gitproof.cli.common import (EXIT_OK, EXIT_UNVALIDATED, emit_json, errors_as_exit,
                                  open_repo, resolve_commit, trusted_commit, warn_about_trust)
 from gitproof.cli.describe import commit_line
-from gitproof.policy import MODES, Policy, load_policy, read_node_ids, read_policy_file
+from gitproof.policy import MODES, read_node_ids
 from gitproof.sync import fetch
-from gitproof.verification import CommitVerdict, open_verifier
-
-
-def effective_policy(repo: pygit2.Repository, trust_ref: str | None, policy_file: Path | None,
-                     flags: dict[str, Any]) -> Policy:
-    """Defaults < [tool.gpu_proof] (working tree or trust ref) < --policy FILE < flags."""
-    policy = load_policy(repo, trust_ref)
-    if policy_file is not None:
-        policy = policy.overridden(read_policy_file(policy_file), str(policy_file))
-    return policy.overridden(flags, "command line")
+from gitproof.verify import CommitVerdict, effective_policy, open_verifier
 
 
 def command(

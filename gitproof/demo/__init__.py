@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from gitproof.trust.allowed_signers import signer_line
+
 PROJECT = Path(__file__).parent / "project"
 CUDA_PROJECT = Path(__file__).parent / "cuda_project"
 PRINCIPAL = "demo@gpu-proof.example"
@@ -80,7 +82,7 @@ def create_demo_repo(target: Path, project: Path = PROJECT, message: str = FIRST
     public = (key_dir / "id_ed25519.pub").read_text().split()
     signers = target / ".gpu-proof" / "allowed_signers"
     signers.parent.mkdir()
-    signers.write_text(f'{PRINCIPAL} namespaces="gpu-proof" {public[0]} {public[1]}\n')
+    signers.write_text(signer_line(PRINCIPAL, f"{public[0]} {public[1]}") + "\n")
     (target / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n")
     _git(target, "add", "-A")
     _git(target, "commit", "-q", "-m", message)

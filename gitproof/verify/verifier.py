@@ -1,0 +1,267 @@
+"""Deciding whether a commit's GPU code is validated.
+
+A receipt validates commit C when it is well formed, its signature checks
+out against the trust roots (gitproof.trust), and it passes every check of
+the policy (gitproof.verify.checks), its fingerprint trees equal to C's at
+the policy's paths. It may sit on C or on any ancestor reachable through
+commits with the same trees: the `Verifier` searches that history, nearest
+first, per scope (the whole fingerprint, or each shard).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
+from gitproof.notes import NotesStore
+from gitproof.policy import Policy, PolicyError, load_policy, node_ids_in, read_node_ids, read_policy_file, selects
+from gitproof.receipt import SignedReceipt
+from gitproof.trust import RefuseAll, Trust, TrustError, load_trust
+from gitproof.trust.locate import blob_at
+from gitproof.verify.checks import (ChecksPassed, CoversTrees, Fresh, InScope, ModeAllowed, ReceiptCheck,
+                                    RunConditions, RunsRequiredTests, SignatureTrusted, SignerNarrowed,
+                                    SkipsAllowed, TestsPassed, listing)
+from gitproof.verify.codes import Code
+from gitproof.verify.gpu_checks import GpuKernelsRan, GpuUsed
+from gitproof.verify.verdicts import UNCHANGED, UNVALIDATED, VALIDATED, CommitVerdict, Failure, ReceiptVerdict
+
+_HISTORY_LIMIT = 500
+
+
+def effective_policy(repo: pygit2.Repository, trust_ref: str | None, policy_file: Path | None,
+                     flags: dict[str, Any]) -> Policy:
+    """Defaults < [tool.gpu_proof] (working tree or trust ref) < --policy FILE < flags."""
+    policy = load_policy(repo, trust_ref)
+    if policy_file is not None:
+        policy = policy.overridden(read_policy_file(policy_file), str(policy_file))
+    return policy.overridden(flags, "command line")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one receipt must cover: the whole fingerprint, or one shard of it."""
+
+    shard: str | None
+    paths: tuple[str, ...]
+    tests: tuple[str, ...] = ()
+
+    def selects(self, nodeid: str) -> bool:
+        """Is this test part of the scope?"""
+        return selects(self.tests, nodeid)
+
+
+class Verifier:
+    """Verifies commits against one policy and one set of trust roots."""
+
+    def __init__(self, repo: pygit2.Repository, policy: Policy, trust: Trust,
+                 notes: NotesStore | None = None, required_tests: list[str] | None = None) -> None:
+        self.repo = repo
+        self.policy = policy
+        self.trust = trust
+        self.notes = notes or NotesStore(repo)
+        self.required_tests = required_tests
+        self.now = trust.now
+        self.scopes = _scopes(policy)
+        self.all_paths = sorted({p for scope in self.scopes for p in scope.paths})
+        self._memo: dict[tuple[str, str | None], CommitVerdict] = {}
+
+    def trees_of(self, commit: pygit2.Commit, scope: Scope | None = None) -> Trees:
+        """The commit's trees at one scope's paths, or at every path the policy fingerprints."""
+        return commit_trees(self.repo, commit, list(scope.paths) if scope else self.all_paths)
+
+    def scope_for(self, signed: SignedReceipt) -> Scope:
+        for scope in self.scopes:
+            if scope.shard == signed.receipt.shard:
+                return scope
+        return self.scopes[0]
+
+    def receipts_on(self, commit: pygit2.Commit) -> list[ReceiptVerdict]:
+        """Every receipt in the commit's note, each judged for its own scope on this commit."""
+        verdicts = []
+        for entry in self.notes.entries(str(commit.id)):
+            if entry.signed is None:
+                verdicts.append(ReceiptVerdict(None, str(commit.id),
+                                               [Failure(Code(entry.code), entry.error or "unreadable")]))
+                continue
+            scope = self.scope_for(entry.signed)
+            verdicts.append(self.judge(entry.signed, self.trees_of(commit, scope), str(commit.id), scope))
+        return verdicts
+
+    def checks(self, scope: Scope, trees: Trees) -> list[ReceiptCheck]:
+        policy = self.policy
+        required = self.required_tests
+        if required is not None and scope.shard is not None:
+            required = [n for n in required if scope.selects(n)]
+        checks: list[ReceiptCheck] = [
+            SignatureTrusted(self.trust), InScope(scope.shard), TestsPassed(), ChecksPassed(),
+            SkipsAllowed(policy.allow_skipped, policy.expected_skips, scope.shard is not None),
+            Fresh(self.repo, self.now, policy.max_age_days),
+            SignerNarrowed(policy.signers, policy.key_fingerprints), ModeAllowed(policy.modes),
+            RunConditions(policy.require_mode, policy.require_gpu, policy.require_clean),
+        ]
+        if policy.require_gpu_use:
+            checks.append(GpuUsed())
+        if policy.require_gpu_kernels:
+            checks.append(GpuKernelsRan())
+        if required is not None:
+            checks.append(RunsRequiredTests(required))
+        checks.append(CoversTrees(self.repo, list(scope.paths), trees))
+        return checks
+
+    def judge(self, signed: SignedReceipt, trees: Trees, location: str,
+              scope: Scope | None = None) -> ReceiptVerdict:
+        """One receipt against one code state and every rule of the policy."""
+        checks = self.checks(scope or self.scopes[0], trees)
+        failures: list[Failure] = []
+        for failure in (c.failure(signed) for c in checks):
+            if failure and failure not in failures:
+                failures.append(failure)
+        warnings = [w for w in (c.warning(signed) for c in checks) if w]
+        if signed.unsigned and not failures:
+            warnings.append("UNSIGNED receipt accepted (--allow-unsigned): nobody vouches for this run")
+        return ReceiptVerdict(signed, location, failures, warnings)
+
+    def verify(self, commit: pygit2.Commit) -> CommitVerdict:
+        """Validated when every scope (the whole fingerprint, or each required shard) is."""
+        if self.scopes[0].shard is None:
+            return self._verify_scope(commit, self.scopes[0])
+        parts = {scope.shard: self._verify_scope(commit, scope) for scope in self.scopes}
+        return _combine(str(commit.id), self.trees_of(commit), parts)
+
+    def _verify_scope(self, commit: pygit2.Commit, scope: Scope) -> CommitVerdict:
+        key = (str(commit.id), scope.shard)
+        if key not in self._memo:
+            self._memo[key] = self._search(commit, scope)
+        return self._memo[key]
+
+    def _search(self, commit: pygit2.Commit, scope: Scope) -> CommitVerdict:
+        """Search the commit and its same-tree ancestors, nearest first, for a valid receipt."""
+        trees = self.trees_of(commit, scope)
+        reasons: list[Failure] = []
+        seen = {commit.id}
+        queue = deque([commit])
+        while queue:
+            current = queue.popleft()
+            known = self._memo.get((str(current.id), scope.shard)) if current.id != commit.id else None
+            if known is not None:
+                if known.ok:
+                    return CommitVerdict(str(commit.id), UNCHANGED, trees, known.receipt)
+                reasons += [r for r in known.reasons if r not in reasons]
+                continue  # its own same-tree ancestors were searched already
+            for verdict in self._scoped_receipts(current, trees, scope):
+                if verdict.ok:
+                    state = VALIDATED if current.id == commit.id else UNCHANGED
+                    return CommitVerdict(str(commit.id), state, trees, verdict)
+                reasons += [_located(f, current) for f in verdict.failures]
+            for parent in current.parents:
+                if parent.id not in seen and self.trees_of(parent, scope) == trees:
+                    seen.add(parent.id)
+                    queue.append(parent)
+        if not reasons:
+            reasons = [self._history_reason(commit, trees, scope)]
+        return CommitVerdict(str(commit.id), UNVALIDATED, trees, None, reasons)
+
+    def _scoped_receipts(self, commit: pygit2.Commit, trees: Trees, scope: Scope) -> list[ReceiptVerdict]:
+        verdicts = []
+        for entry in self.notes.entries(str(commit.id)):
+            if entry.signed is None:
+                verdicts.append(ReceiptVerdict(None, str(commit.id),
+                                               [Failure(Code(entry.code), entry.error or "unreadable")]))
+            elif entry.signed.receipt.shard == scope.shard:
+                verdicts.append(self.judge(entry.signed, trees, str(commit.id), scope))
+        return verdicts
+
+    def _history_reason(self, commit: pygit2.Commit, trees: Trees, scope: Scope) -> Failure:
+        """Explain a missing receipt: name the nearest earlier one, if any."""
+        annotated = self.notes.annotated_commits()
+        if not annotated:
+            return Failure(Code.NO_RECEIPT, "no receipt" + self._shallow_hint())
+        walker = self.repo.walk(commit.id, pygit2.enums.SortMode.TOPOLOGICAL)
+        for count, ancestor in enumerate(walker):
+            if count >= _HISTORY_LIMIT:
+                break
+            if str(ancestor.id) not in annotated:
+                continue
+            for verdict in self._scoped_receipts(ancestor, self.trees_of(ancestor, scope), scope):
+                if verdict.ok and verdict.signed is not None:  # a valid verdict always has its receipt
+                    recorded = verdict.signed.receipt.trees
+                    theirs = {p: recorded.get(p) for p in scope.paths}
+                    changed = changed_fingerprint_paths(self.repo, theirs, trees)
+                    return Failure(Code.FINGERPRINT_CHANGED,
+                                   f"GPU code changed since the receipt on {str(ancestor.id)[:10]}: "
+                                   + listing(changed))
+        return Failure(Code.NO_RECEIPT, "no receipt" + self._shallow_hint())
+
+    def _shallow_hint(self) -> str:
+        if not self.repo.is_shallow:
+            return ""
+        return (" (this clone is shallow: a receipt on an older commit with the same GPU code "
+                "would not be found; fetch the full history, e.g. git fetch --unshallow)")
+
+
+def _scopes(policy: Policy) -> list[Scope]:
+    shards = policy.shards_to_check()
+    if not shards:
+        return [Scope(None, tuple(policy.fingerprint_paths))]
+    return [Scope(s.name, tuple(s.paths), tuple(s.tests)) for s in shards]
+
+
+def _combine(commit: str, trees: Trees, parts: dict[str | None, CommitVerdict]) -> CommitVerdict:
+    """A sharded commit: validated only when every required shard is."""
+    named = {str(name): verdict for name, verdict in parts.items()}
+    reasons = [Failure(r.code, f"shard {name}: {r.message}")
+               for name, verdict in named.items() if not verdict.ok for r in verdict.reasons]
+    if reasons:
+        state = UNVALIDATED
+    elif all(v.state == VALIDATED for v in named.values()):
+        state = VALIDATED
+    else:
+        state = UNCHANGED
+    signed = [(v.receipt, v.receipt.signed) for v in named.values() if v.receipt and v.receipt.signed]
+    newest = max(signed, key=lambda pair: pair[1].receipt.finished, default=(None, None))[0]
+    return CommitVerdict(commit, state, trees, newest, reasons, named)
+
+
+def _located(failure: Failure, commit: pygit2.Commit) -> Failure:
+    return Failure(failure.code, f"receipt on {str(commit.id)[:10]}: {failure.message}")
+
+
+def open_verifier(repo: pygit2.Repository, policy: Policy | None = None,
+                  require_trust: bool = True, now: datetime | None = None,
+                  trust_rev: str | None = None) -> Verifier:
+    """A verifier for the repository's policy and configured trust roots.
+
+    ``trust_rev`` reads both the policy and the allowed_signers file from that
+    revision (e.g. ``origin/main``) instead of the working tree. With
+    ``require_trust=False`` missing trust roots do not stop the caller; every
+    receipt is then reported as unverified.
+    """
+    policy = policy or load_policy(repo, trust_rev)
+    try:
+        trust = load_trust(repo, policy, now, trust_rev)
+    except TrustError as exc:
+        if require_trust:
+            raise
+        trust = Trust(RefuseAll(str(exc)))
+    required = _required_tests(repo, policy.required_tests, trust_rev) if policy.required_tests else None
+    return Verifier(repo, policy, trust, required_tests=required)
+
+
+def _required_tests(repo: pygit2.Repository, path: str, trust_rev: str | None) -> list[str]:
+    """The required-tests manifest, read from the same place as the policy."""
+    workdir = repo.workdir
+    if trust_rev or workdir is None:
+        try:
+            blob = blob_at(repo, trust_rev or "HEAD", path, "required_tests manifest")
+        except TrustError as exc:
+            raise PolicyError(str(exc)) from exc
+        return node_ids_in(blob.data.decode("utf-8", errors="replace"))
+    manifest = Path(workdir) / path
+    if not manifest.is_file():
+        raise PolicyError(f"required_tests manifest {manifest} does not exist")
+    return read_node_ids(manifest)
