@@ -95,7 +95,7 @@ def generate(root: Path, files: int, megabytes: float, seed: int = 1) -> dict[st
     scale = megabytes * 1e6 / sum(weights)
     total = 0
     made_dirs: set[str] = set()
-    for rel, weight in zip(paths, weights):
+    for rel, weight in zip(paths, weights, strict=True):
         parent = rel.rsplit("/", 1)[0]
         if parent not in made_dirs:
             (root / parent).mkdir(parents=True, exist_ok=True)
@@ -274,9 +274,10 @@ def main() -> int:
             b = f"{op}, tiny" if not op.startswith("sha256") else f"{op}, tiny (cached)"
             print(f"  {op:30} {ratio(a, b)}x")
         print("large repository, relative:")
-        print(f"  sha256 (cached)  / worktree_state  {ratio('sha256 all files, large (cached)', 'worktree_state, large')}x")
-        print(f"  sha256 (evicted) / worktree_state  {ratio('sha256 all files, large (evicted)', 'worktree_state, large')}x")
-        print(f"  worktree_state   / open+commit_trees {ratio('worktree_state, large', 'open + HEAD + commit_trees, large')}x")
+        wt_large = "worktree_state, large"
+        print(f"  sha256 (cached)  / worktree_state  {ratio('sha256 all files, large (cached)', wt_large)}x")
+        print(f"  sha256 (evicted) / worktree_state  {ratio('sha256 all files, large (evicted)', wt_large)}x")
+        print(f"  worktree_state   / open+commit_trees {ratio(wt_large, 'open + HEAD + commit_trees, large')}x")
         mb_s = big_bytes / 1e6
         print(f"  sha256 throughput: cached {mb_s / cases['sha256 all files, large (cached)'].median:,.0f} MB/s,"
               f" evicted {mb_s / cases['sha256 all files, large (evicted)'].median:,.0f} MB/s")

@@ -125,7 +125,8 @@ class Bench:
             ".gpu-proof/allowed_signers": f'{PRINCIPAL} namespaces="gpu-proof" {public[0]} {public[1]}\n',
             ".gitignore": "__pycache__/\n.pytest_cache/\n",
             "src/kernels.py": "def add(a, b):\n    return a + b\n",
-            "tests/test_kernels.py": "import pytest\n\n@pytest.mark.gpu_proof\ndef test_add():\n    assert 1 + 1 == 2\n",
+            "tests/test_kernels.py": ("import pytest\n\n@pytest.mark.gpu_proof\n"
+                                      "def test_add():\n    assert 1 + 1 == 2\n"),
         }
         for rel, text in files.items():
             (self.work / rel).parent.mkdir(parents=True, exist_ok=True)

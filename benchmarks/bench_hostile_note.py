@@ -75,7 +75,7 @@ def main() -> int:
         make_repo(root, args.megabytes)
         print(f"\nrepository with a {args.megabytes} MB junk note made in {time.perf_counter() - started:.1f} s")
         runs = [one_run(root) for _ in range(args.runs)]
-    walls, rss, codes = zip(*runs)
+    walls, rss, codes = zip(*runs, strict=True)
     print(f"verify --json HEAD, {args.runs} runs: median {statistics.median(walls):.3f} s wall, "
           f"median peak RSS {statistics.median(rss):.0f} MiB; verdict: {set(codes)}")
     return 0

@@ -45,7 +45,9 @@ class CollectErrors:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         """On an xdist controller: stop, the way xdist stops for -x, before tests are sent out."""
-        dsession = self.config.pluginmanager.getplugin("dsession") if self.config else None
+        if self.config is None:
+            return
+        dsession = self.config.pluginmanager.getplugin("dsession")
         if dsession is not None and self._stops(self.config) and not dsession.shouldstop:
             dsession.shouldstop = self.message()
 

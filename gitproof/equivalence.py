@@ -60,6 +60,7 @@ class CheckResult:
 def bounded_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """The metadata as strict JSON, or, when it is larger than MAX_METADATA_BYTES (or nested too
     deeply to walk), a preview: a receipt carries every check, and a note has a size limit."""
+    value: dict[str, Any] | None
     try:
         value = jsonable(metadata)
         text = json.dumps(value, sort_keys=True)
@@ -110,7 +111,7 @@ def to_host(value: Any) -> Any:
     return value
 
 
-def _numpy():
+def _numpy() -> Any:  # the numpy module, or None
     try:
         import numpy
     except ImportError:  # numpy is optional; without it, nested lists are compared element by element
@@ -158,7 +159,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, complex))
 
 
-def _as_arrays(np, ref: Any, cand: Any):
+def _as_arrays(np: Any, ref: Any, cand: Any) -> tuple[Any, Any] | None:
     """Both values as NumPy arrays when either is NumPy data, or both are lists/tuples that
     make numeric arrays; None to compare them otherwise."""
     if isinstance(ref, (np.ndarray, np.generic)) or isinstance(cand, (np.ndarray, np.generic)):
@@ -171,7 +172,7 @@ def _as_arrays(np, ref: Any, cand: Any):
     return pair
 
 
-def _asarray(np, value: Any):
+def _asarray(np: Any, value: Any) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # older NumPy warns about ragged lists
@@ -180,7 +181,7 @@ def _asarray(np, value: Any):
         return None
 
 
-def _compare_arrays(np, ref, cand, rtol: float, atol: float, where: str) -> _Diff:
+def _compare_arrays(np: Any, ref: Any, cand: Any, rtol: float, atol: float, where: str) -> _Diff:
     if ref is None or cand is None:
         return _Diff(False, message=f"{_at(where)}a value cannot be made into an array")
     if ref.shape != cand.shape:
@@ -194,7 +195,7 @@ def _compare_arrays(np, ref, cand, rtol: float, atol: float, where: str) -> _Dif
     return _inexact_arrays(np, ref.astype(np.complex128), cand.astype(np.complex128), rtol, atol, where)
 
 
-def _inexact_arrays(np, ref, cand, rtol: float, atol: float, where: str) -> _Diff:
+def _inexact_arrays(np: Any, ref: Any, cand: Any, rtol: float, atol: float, where: str) -> _Diff:
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         same = (ref == cand) | (np.isnan(ref) & np.isnan(cand))
         diff = np.where(same, 0.0, np.abs(ref - cand))
@@ -219,7 +220,7 @@ def _not_close(where: str, max_abs: float, max_rel: float, rtol: float, atol: fl
             f"(rtol={rtol}, atol={atol}): {detail}")
 
 
-def _count(np, mask, size: int) -> str:
+def _count(np: Any, mask: Any, size: int) -> str:
     return f"{int(np.count_nonzero(mask))} of {size} element(s)"
 
 
@@ -259,10 +260,11 @@ def _isnan(value: complex) -> bool:
     return math.isnan(value.real) or math.isnan(value.imag)
 
 
-def _compare_sequences(ref: list | tuple, cand: list | tuple, rtol: float, atol: float, where: str) -> _Diff:
+def _compare_sequences(ref: list[Any] | tuple[Any, ...], cand: list[Any] | tuple[Any, ...], rtol: float, atol: float,
+                       where: str) -> _Diff:
     if len(ref) != len(cand):
         return _Diff(False, message=f"{_at(where)}length mismatch: {len(ref)} vs {len(cand)}")
-    parts = [_compare(r, c, rtol, atol, f"{where}[{i}]") for i, (r, c) in enumerate(zip(ref, cand))]
+    parts = [_compare(r, c, rtol, atol, f"{where}[{i}]") for i, (r, c) in enumerate(zip(ref, cand, strict=True))]
     max_abs = _worst([p.max_abs for p in parts])
     max_rel = _worst([p.max_rel for p in parts])
     failed = [p for p in parts if not p.ok]
@@ -292,7 +294,7 @@ def _short(value: Any, limit: int = 200) -> str:
 # -- one check -------------------------------------------------------------------------
 
 def run_check(name: str, reference: Callable[..., Any], candidate: Callable[..., Any],
-              args: tuple | None = (), kwargs: dict[str, Any] | None = None,
+              args: tuple[Any, ...] | None = (), kwargs: dict[str, Any] | None = None,
               compare: Callable[[Any, Any], Any] | None = None,
               metadata: dict[str, Any] | None = None,
               rtol: float = 1e-5, atol: float = 1e-8) -> CheckResult:
@@ -317,7 +319,7 @@ def tolerance(name: str, value: Any) -> float:
     return number
 
 
-def _evaluate(name: str, reference: Callable[..., Any], candidate: Callable[..., Any], args: tuple,
+def _evaluate(name: str, reference: Callable[..., Any], candidate: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any], compare: Callable[[Any, Any], Any] | None,
               rtol: float, atol: float) -> CheckResult:
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pygit2
 
@@ -98,15 +99,15 @@ def _fingerprinted(repo: pygit2.Repository, trees: Trees, path: str) -> bool:
 def _collect_links(repo: pygit2.Repository, tree: pygit2.Tree, where: str, trees: Trees,
                    found: list[str]) -> None:
     for entry in tree:
-        name = _joined(where, entry.name)
+        name = _joined(where, cast(str, entry.name))  # stubs: Optional; a tree's entries have names
         if entry.filemode == pygit2.enums.FileMode.LINK:
-            target = repo[entry.id].data.decode("utf-8", errors="surrogateescape")
+            target = cast(pygit2.Blob, repo[entry.id]).data.decode("utf-8", errors="surrogateescape")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
             if target.startswith("/") or resolved == ".." or resolved.startswith("../") \
                     or not _fingerprinted(repo, trees, resolved):
                 found.append(f"{name} -> {target}")
         elif entry.type_str == "tree":
-            _collect_links(repo, repo[entry.id], name, trees, found)
+            _collect_links(repo, cast(pygit2.Tree, repo[entry.id]), name, trees, found)
 
 
 def require_some_present(trees: Trees) -> None:
@@ -226,7 +227,7 @@ def _staged_trees(repo: pygit2.Repository, paths: list[str], leave_out: list[str
         for path in leave_out:  # deleted files (add_all usually drops them) and caches
             if path in index:
                 index.remove(path)
-        root = repo[index.write_tree()]
+        root = cast(pygit2.Tree, repo[index.write_tree()])
         return tree_trees(root, paths)
     finally:
         index.read(True)
@@ -250,5 +251,5 @@ def _diff_objects(repo: pygit2.Repository, path: str, before: str, after: str) -
     old_obj, new_obj = lookup(repo, before), lookup(repo, after)
     if not isinstance(old_obj, pygit2.Tree) or not isinstance(new_obj, pygit2.Tree):
         return [path]
-    diff = repo.diff(old_obj, new_obj)
+    diff = repo.diff(old_obj, new_obj)  # type: ignore[call-overload]  # stubs lack trees
     return [_joined(path, patch.delta.new_file.path) for patch in diff]

@@ -28,6 +28,7 @@ from typing import Mapping
 
 import pygit2
 
+from gitproof import git
 from gitproof.errors import GitproofError
 
 CONFIG_KEY = "gpu-proof.python"
@@ -149,10 +150,7 @@ def _venv_python(directory: Path, origin: str) -> Path:
 
 
 def _config_value(repo: pygit2.Repository, name: str) -> str | None:
-    try:
-        return repo.config[name] or None
-    except KeyError:
-        return None
+    return git.config_value(repo, name) or None
 
 
 # -- running pytest there --------------------------------------------------------------
@@ -197,9 +195,9 @@ def _child(command: list[str], cwd: Path, env: dict[str, str]) -> int:
         # Sharing our process group, the child gets a terminal's Ctrl-C directly (and may
         # read the terminal, e.g. --pdb). Without a terminal it gets a group of its own, so
         # that a signal sent to our whole group reaches it once: from us.
-        child.start(subprocess.Popen(command, cwd=cwd, env=env,
-                                     process_group=None if shares_terminal else 0))
-        returncode = child.proc.wait()
+        proc = subprocess.Popen(command, cwd=cwd, env=env, process_group=None if shares_terminal else 0)
+        child.start(proc)
+        returncode = proc.wait()
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -211,10 +209,10 @@ class _Forwarder:
 
     def __init__(self, shares_terminal: bool) -> None:
         self.shares_terminal = shares_terminal
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.early: list[int] = []
 
-    def start(self, proc: subprocess.Popen) -> None:
+    def start(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc
         for signum in self.early:
             self._send(signum)
@@ -228,6 +226,8 @@ class _Forwarder:
             self._send(signum)
 
     def _send(self, signum: int) -> None:
+        if self.proc is None:
+            return
         try:
             self.proc.send_signal(signum)
         except ProcessLookupError:

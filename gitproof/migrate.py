@@ -8,11 +8,14 @@ place rather than re-serializing it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitproof.errors import GitproofError
 from gitproof import compat
 from gitproof.fingerprint import ROOT
+
+if TYPE_CHECKING:  # imported lazily: only `migrate` needs tomlkit
+    from tomlkit.items import Array
 
 DEFAULT_SIGNERS_FILE = ".gpu-proof/allowed_signers"
 OLD_RECEIPT = "gpu-proof.json"
@@ -63,7 +66,7 @@ def plan(text: str, source: str, signers_configured: bool = False) -> Migration:
     tool = doc.get("tool")
     if tool is not None and not isinstance(tool, dict):
         raise MigrateError(f"{source}: [tool] must be a table")
-    table = tool.get("gpu_proof") if tool is not None else None
+    table: Any = tool.get("gpu_proof") if tool is not None else None  # a tomlkit table
     if table is not None and not isinstance(table, dict):
         raise MigrateError(f"{source}: [tool.gpu_proof] must be a table")
     migration = Migration(text, text)
@@ -93,7 +96,7 @@ def _new_table(doc: Any) -> Any:
     return tool["gpu_proof"]
 
 
-def _layout_problem(source: str, exc: Exception) -> str:
+def _layout_problem(source: str, exc: Exception | str) -> str:
     return (f"{source}: cannot rewrite this layout of [tool.gpu_proof] ({exc}); move its keys into "
             "a plain [tool.gpu_proof] section (no inline table, no dotted tool.gpu_proof keys) and run "
             "migrate again")
@@ -116,7 +119,7 @@ def _is_peer_table(table: dict[str, Any]) -> bool:
     return any(key in compat.PEER_KEYS for key in table) or (bool(table) and set(table) <= shared)
 
 
-def _paths_array(paths: list[str]):
+def _paths_array(paths: list[str]) -> Array:
     import tomlkit
 
     array = tomlkit.array()

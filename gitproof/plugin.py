@@ -23,7 +23,8 @@ import pytest
 
 from gitproof import compat, gpu, record
 from gitproof.equivalence import ERROR, FAILED, CheckResult, run_check
-from gitproof.policy import Policy, PolicyError, Shard, load_policy
+from gitproof.policy import Policy, PolicyError, Shard, load_policy, selects
+from gitproof.receipt import MODES
 from gitproof.recorder import CHECK_PROPERTY, GPU_USE_PROPERTY, Recorder, record_options
 from gitproof.skips import SkipGuard
 
@@ -65,7 +66,7 @@ def _add_options(group: Any) -> None:
                     dest="gpu_proof_principal",
                     help="signer principal recorded in the receipt; default user.email "
                          "(--gpu-proof-github-user: pytest-gpu-proof's name)")
-    group.addoption("--gpu-proof-mode", default=None, choices=record.MODES,
+    group.addoption("--gpu-proof-mode", default=None, choices=MODES,
                     help="how the run happened: local (a developer's machine, the default) or ci-gpu")
     group.addoption("--gpu-proof-shard", default=None, metavar="NAME",
                     help="run and record one shard of [tool.gpu_proof.shards]: its tests only, "
@@ -143,7 +144,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     policy, shard = _selection(config)
     selected = [i for i in items if is_gpu_test(i, policy)
-                and (shard is None or record.selects(shard.tests, i.nodeid))]
+                and (shard is None or selects(shard.tests, i.nodeid))]
     chosen = {id(i) for i in selected}
     deselected = [i for i in items if id(i) not in chosen]
     if deselected:
@@ -177,7 +178,7 @@ def gpu_proof_check(request: pytest.FixtureRequest) -> Callable[..., CheckResult
     """
 
     def check(name: str, reference: Callable[..., Any], candidate: Callable[..., Any],
-              args: tuple | None = (), kwargs: dict[str, Any] | None = None,
+              args: tuple[Any, ...] | None = (), kwargs: dict[str, Any] | None = None,
               compare: Callable[[Any, Any], Any] | None = None,
               metadata: dict[str, Any] | None = None,
               rtol: float = 1e-5, atol: float = 1e-8) -> CheckResult:
@@ -199,7 +200,7 @@ _CHECKS_SEEN = pytest.StashKey[int]()  # how many of the item's check records ea
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """A check that did not pass fails its test even when the test caught the failure.
 
     Outermost, so it sees the report as xfail handling left it. Only the checks

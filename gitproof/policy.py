@@ -13,7 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pygit2
 
@@ -399,7 +399,7 @@ def _policy_at(repo: pygit2.Repository, rev: str) -> Policy:
     except KeyError:
         return Policy(source=f"{rev}: (no {PYPROJECT})")
     try:
-        text = repo[blob.id].data.decode("utf-8")
+        text = cast(pygit2.Blob, repo[blob.id]).data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{rev}:{PYPROJECT} is not UTF-8 text") from exc
     return policy_from_toml(text, f"{rev}:{PYPROJECT}")

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import pygit2
 
 from gitproof.errors import GitproofError
-from gitproof import __version__, ci_context, gpu, signing
+from gitproof import __version__, ci_context, git, gpu, signing
 from gitproof.fingerprint import (FingerprintError, WorktreeState, changed_fingerprint_paths, links_leaving,
                                   require_some_present, worktree_state)
 from gitproof.notes import NotesStore
@@ -99,10 +99,9 @@ class RecordOutcome:
 
 
 def open_repository(start: Path) -> pygit2.Repository:
-    found = pygit2.discover_repository(str(start))
-    if found is None:
+    repo = git.discover(start)
+    if repo is None:
         raise RecordError(f"{start} is not inside a git repository; run from your project's checkout")
-    repo = pygit2.Repository(found)
     if repo.head_is_unborn:
         raise RecordError("the repository has no commits yet; commit your code, then run again")
     return repo

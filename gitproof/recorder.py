@@ -140,7 +140,7 @@ class Recorder:
     def gpu_uses(self) -> list[dict[str, Any]]:
         """The GPU-use records (``GpuUse.to_dict()``), one per test that ran, in test order:
         the last record of each test (the watcher leaves exactly one)."""
-        records = []
+        records: list[Any] = []
         for phases in self.reports.values():
             teardown = phases.get("teardown")  # the watcher's record is final only there
             if teardown is not None:
@@ -177,7 +177,7 @@ class Recorder:
             self.error = f"internal error while recording ({exc!r}); no receipt recorded"
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         for note in self.notes():
             terminalreporter.write_line(f"gpu-proof: warning: {note}", yellow=True)
         if self.error:

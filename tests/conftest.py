@@ -13,6 +13,27 @@ from tests import helpers, libcuda_fake
 from tests.keyserver import KeyServer
 
 
+# End to end: real pytest sessions, the CLI in subprocesses, real remotes and ssh-keygen runs
+# by the hundred. `pytest -m "not slow"` leaves them out for a fast tier; the README's
+# command runs everything.
+SLOW_MODULES = frozenset({
+    "test_run_options", "test_plugin", "test_ci_docs", "test_cli", "test_signers_cli", "test_first_run",
+    "test_checks", "test_gpu_evidence", "test_hook", "test_hostile_input", "test_merge_gate", "test_shards",
+    "test_doctor", "test_install", "test_migrate", "test_interpreter", "test_compat", "test_sync",
+    "test_sessions", "test_certificates", "test_reliability", "test_demo", "test_sshsig_differential",
+    "test_sshsig_mutations", "test_properties", "test_real_gpu",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow = pytest.mark.slow
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rpartition(".")[2] if module is not None else ""
+        if name in SLOW_MODULES or "pytester" in getattr(item, "fixturenames", ()):
+            item.add_marker(slow)
+
+
 GPU_VARIABLES = ("GITPROOF_NVML", "GITPROOF_NVIDIA_SMI", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
                  "GITPROOF_LIBCUDA")
 

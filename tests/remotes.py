@@ -40,7 +40,8 @@ class World:
         self._configure(seed, "alice@example.com")
         write_files(seed, {
             "src/kernels.py": "def add(a, b):\n    return a + b\n",
-            "tests/test_kernels.py": "import pytest\n\n@pytest.mark.gpu_proof\ndef test_add():\n    assert 1 + 1 == 2\n",
+            "tests/test_kernels.py": ("import pytest\n\n@pytest.mark.gpu_proof\n"
+                                      "def test_add():\n    assert 1 + 1 == 2\n"),
             "README.md": "project\n",
             ".gitignore": "__pycache__/\n.pytest_cache/\n",
         })

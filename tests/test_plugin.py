@@ -211,7 +211,8 @@ def test_fake_gpu_facts_are_recorded(pytester, project, monkeypatch):
 
 
 def test_gpu_uuid_can_be_left_out_by_policy(pytester, project, monkeypatch):
-    fake = _script(project / ".git" / "nvidia-smi", 'echo "0, NVIDIA A100, GPU-secret, 550, 40960, 8.0, 00000000:3B:00.0, Enabled"\n')
+    fake = _script(project / ".git" / "nvidia-smi",
+                   'echo "0, NVIDIA A100, GPU-secret, 550, 40960, 8.0, 00000000:3B:00.0, Enabled"\n')
     monkeypatch.setenv("GITPROOF_NVIDIA_SMI", str(fake))
     (project / "pyproject.toml").write_text("[tool.gpu_proof]\ninclude_gpu_uuid = false\n")
     commit_all(project, "privacy")

@@ -99,7 +99,7 @@ ENTRY = st.one_of(
     mutated(VALID.decode() + ARMOR),
     st.just("gpu-proof receipt v2\nsomething: new\n"),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60),
-).map(lambda t: t.encode("utf-8"))
+).map(lambda t: t.encode("utf-8", "surrogatepass"))  # lone surrogates: bytes that are not UTF-8
 
 
 _repo = pygit2.init_repository(tempfile.mkdtemp(prefix="gitproof-properties-"), bare=True)

@@ -407,8 +407,10 @@ def test_interrupt_while_signing_with_an_environment_key_removes_the_key_file(cl
     scratch.mkdir()
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"],
            KEY_VAR: key.private.read_text(), "TMPDIR": str(scratch)}
-    proc = subprocess.Popen(["git", "gpu-proof", "run", "--key-env", KEY_VAR], cwd=cli_project, env=env,
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # git-gpu-proof itself, not through git: git passes a SIGINT on to its child, so the group's
+    # one Ctrl-C would reach the command twice, the second at a moment the scheduler picks.
+    proc = subprocess.Popen([str(Path(BIN) / "git-gpu-proof"), "run", "--key-env", KEY_VAR], cwd=cli_project,
+                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
     while not started.exists() and time.time() < deadline:
         time.sleep(0.05)

@@ -7,6 +7,7 @@ import signal
 import stat
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pygit2
@@ -257,16 +258,16 @@ def test_missing_program(git_repo, keygen):
 
 def test_temp_files_are_private_and_removed(keygen, tmp_path, monkeypatch):
     key = keygen()
-    monkeypatch.setattr(signing.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     seen: list[int] = []
-    real_run = signing.subprocess.run
+    real_run = subprocess.run
 
     def spy(command, **kwargs):
         seen.append(stat.S_IMODE(Path(command[-1]).parent.stat().st_mode))
         return real_run(command, **kwargs)
 
-    monkeypatch.setattr(signing.subprocess, "run", spy)
+    monkeypatch.setattr(subprocess, "run", spy)
     signing.sign(PAYLOAD, SigningKey(str(key.private), False, "--key"))
     assert seen == [0o700]
     assert list((tmp_path / "tmp").iterdir()) == []
@@ -274,13 +275,13 @@ def test_temp_files_are_private_and_removed(keygen, tmp_path, monkeypatch):
 
 def test_temp_files_removed_on_keyboard_interrupt(keygen, tmp_path, monkeypatch):
     key = keygen()
-    monkeypatch.setattr(signing.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(signing.subprocess, "run", interrupted)
+    monkeypatch.setattr(subprocess, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         signing.sign(PAYLOAD, SigningKey(str(key.private), False, "--key"))
     assert list((tmp_path / "tmp").iterdir()) == []

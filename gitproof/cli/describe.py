@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from gitproof.cli.common import short, styled
 from gitproof.gpu import milliseconds as _milliseconds
-from gitproof.receipt import Receipt, TestResult, check_outcome
+from gitproof.receipt import CheckRecord, Receipt, TestResult
 from gitproof.text import printable, terminal_safe
 from gitproof.verify import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
@@ -14,7 +13,7 @@ from gitproof.verify import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 def gpu_text(receipt: Receipt) -> str:
     if not receipt.gpus:
         return "no GPU"
-    names = [printable(str(g.get("name", "?"))) for g in receipt.gpus]
+    names = [printable(device.name) for device in receipt.device_records]
     if len(set(names)) == 1:
         return names[0] if len(names) == 1 else f"{len(names)}x {names[0]}"
     return ", ".join(names)
@@ -22,17 +21,16 @@ def gpu_text(receipt: Receipt) -> str:
 
 def facts_text(receipt: Receipt) -> str:
     """Where the device facts came from, and the confidential-computing state when known."""
-    facts = receipt.gpu_facts
-    if not facts:
+    facts = receipt.facts_record if receipt.gpu_facts else None  # older receipts have no gpu-facts line
+    if facts is None:
         return ""
-    source = printable(str(facts.get("source", "?")))
+    source = printable(facts.source)
     parts = ["no source of GPU facts answered" if source == "none" else f"facts from {source}"]
-    cc = facts.get("confidential_computing")
-    if isinstance(cc, dict) and "feature" in cc:
-        parts.append(f"confidential computing {printable(str(cc['feature']))}")
-    visible = facts.get("cuda_visible_devices")
-    if isinstance(visible, str):
-        parts.append(f"CUDA_VISIBLE_DEVICES={printable(visible)}")
+    cc = facts.confidential_computing
+    if cc is not None and "feature" in cc:
+        parts.append(f"confidential computing {printable(cc['feature'])}")
+    if facts.cuda_visible_devices is not None:
+        parts.append(f"CUDA_VISIBLE_DEVICES={printable(facts.cuda_visible_devices)}")
     return " (" + "; ".join(parts) + ")"
 
 
@@ -43,7 +41,7 @@ def use_labels(receipt: Receipt) -> dict[str, str]:
     """``gpu`` / ``NO-GPU`` / ``gpu?`` per test node id; empty when the receipt records no use."""
     if not receipt.gpu_use:
         return {}
-    used = {u.get("test"): u.get("used") for u in receipt.gpu_use}
+    used = {use.test: use.used for use in receipt.use_records}
     return {t.nodeid: USE_LABELS.get(used.get(t.nodeid), "gpu?") for t in receipt.tests}
 
 
@@ -56,31 +54,31 @@ def use_summary(labels: dict[str, str]) -> str:
 def kernel_notes(receipt: Receipt) -> dict[str, str]:
     """``5 kernels, 0.020 ms on GPU`` per test whose record carries kernel evidence."""
     notes = {}
-    for use in receipt.gpu_use:
-        kernels = use.get("kernels")
-        if not isinstance(kernels, dict):
+    for use in receipt.use_records:
+        kernels = use.kernels
+        if kernels is None:
             continue
-        if kernels.get("tracer") is None:
-            notes[use["test"]] = "kernels not traced"
+        if not kernels.traced:
+            notes[use.test] = "kernels not traced"
             continue
-        launches, copies = kernels.get("launches", 0), (kernels.get("memcpy") or {}).get("count", 0)
+        launches, copies = kernels.launches, kernels.memcpy.count
         text = f"{launches} kernel{'' if launches == 1 else 's'}"
         if launches:
-            text += f", {_milliseconds(kernels.get('gpu_time_ns', 0))} ms on GPU"
-        notes[use["test"]] = text + (f", {copies} cop{'y' if copies == 1 else 'ies'}" if copies else "")
+            text += f", {_milliseconds(kernels.gpu_time_ns)} ms on GPU"
+        notes[use.test] = text + (f", {copies} cop{'y' if copies == 1 else 'ies'}" if copies else "")
     return notes
 
 
 def kernel_summary(receipt: Receipt) -> str | None:
     """Which tracer recorded kernels, and how many tests launched any; None when none did."""
-    traced = [u["kernels"] for u in receipt.gpu_use if isinstance(u.get("kernels"), dict)]
+    traced = [use.kernels for use in receipt.use_records if use.kernels is not None]
     if not traced:
         return None
-    tracers = sorted({printable(str(k["tracer"])) for k in traced if k.get("tracer") is not None})
+    tracers = sorted({printable(k.tracer) for k in traced if k.tracer is not None})
     if not tracers:
-        error = next((k.get("error") for k in traced if isinstance(k.get("error"), str)), "unknown reason")
+        error = next((k.error for k in traced if k.error is not None), "unknown reason")
         return f"not traced: {printable(error)}"
-    launched = sum(1 for k in traced if k.get("launches"))
+    launched = sum(1 for k in traced if k.launches)
     return f"{launched} of {len(receipt.tests)} tests launched GPU kernels (traced by {', '.join(tracers)})"
 
 
@@ -98,29 +96,29 @@ def _test_line(test: TestResult, labels: dict[str, str], kernels: dict[str, str]
 def check_lines(receipt: Receipt) -> dict[str, list[str]]:
     """The lines of each test's ``gpu_proof_check`` records, by node id, in receipt order."""
     lines: dict[str, list[str]] = {}
-    for check in receipt.checks:
-        lines.setdefault(check["test"], []).append(_check_line(check))
+    for check in receipt.check_records:
+        lines.setdefault(check.test, []).append(_check_line(check))
     return lines
 
 
-def _check_line(check: dict[str, Any]) -> str:
+def _check_line(check: CheckRecord) -> str:
     """``check passed  name  max abs err 1e-07, max rel err 2e-07 (rtol 1e-05, atol 1e-08)``,
     then the metadata, and for a check that did not pass its message, on one line."""
-    outcome = check_outcome(check)
-    text = f"      check {outcome:6}  {printable(check['name'])}"
-    errors = ", ".join(f"{label} {_number(check[key])}" for key, label in
-                       (("max_abs_err", "max abs err"), ("max_rel_err", "max rel err")) if key in check)
-    tolerances = ", ".join(f"{key} {_number(check[key])}" for key in ("rtol", "atol") if key in check)
+    text = f"      check {check.outcome:6}  {printable(check.name)}"
+    errors = ", ".join(f"{label} {_number(value)}" for value, label in
+                       ((check.max_abs_err, "max abs err"), (check.max_rel_err, "max rel err")) if value is not None)
+    tolerances = ", ".join(f"{key} {_number(value)}" for value, key in
+                           ((check.rtol, "rtol"), (check.atol, "atol")) if value is not None)
     text += f"  {errors}" if errors else ""
     text += f" ({tolerances})" if tolerances else ""
-    if check.get("metadata"):
-        text += "  metadata " + _clipped(json.dumps(check["metadata"], ensure_ascii=False, sort_keys=True))
-    if outcome != "passed" and check.get("message"):
-        text += ": " + _clipped(" ".join(check["message"].split()))
+    if check.metadata:
+        text += "  metadata " + _clipped(json.dumps(check.metadata, ensure_ascii=False, sort_keys=True))
+    if not check.passed and check.message:
+        text += ": " + _clipped(" ".join(check.message.split()))
     return text
 
 
-def _number(value: Any) -> str:
+def _number(value: float | str) -> str:
     return f"{value:.3g}" if isinstance(value, (int, float)) else printable(str(value))
 
 

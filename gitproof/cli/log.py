@@ -23,13 +23,12 @@ def command(
         commits = commits_in(repo, range_, max_count)
         verifier = open_verifier(repo)
         warn_about_trust(verifier)
-        # Oldest first, so each commit can reuse its parent's verdict.
-        verdicts = {c.id: verifier.verify(c) for c in reversed(commits)}
+        verdicts = verifier.verify_all(commits)
     if as_json:
-        emit_json({"commits": [{**verdicts[c.id].to_json(), "subject": subject(c)} for c in commits]})
+        emit_json({"commits": [{**v.to_json(), "subject": subject(c)} for c, v in zip(commits, verdicts, strict=True)]})
         return
-    for commit in commits:
-        typer.echo(commit_line(verdicts[commit.id], subject(commit)))
+    for commit, verdict in zip(commits, verdicts, strict=True):
+        typer.echo(commit_line(verdict, subject(commit)))
 
 
 def register(app: typer.Typer) -> None:

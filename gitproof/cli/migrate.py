@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import pygit2
 import typer
 
 from gitproof.cli.common import emit_json, fail, open_repo
@@ -68,7 +69,8 @@ def command(
     _report(path, migration, dry_run, keys_report, leftovers)
 
 
-def _add_signer_keys(repo, root: Path, migration: Migration, source: str | None) -> dict:
+def _add_signer_keys(repo: pygit2.Repository, root: Path, migration: Migration,
+                     source: str | None) -> dict[str, Any]:
     user = migration.github_user
     assert user is not None
     if not is_valid_username(user):
@@ -77,6 +79,8 @@ def _add_signer_keys(repo, root: Path, migration: Migration, source: str | None)
         fail(f"allowed_signers = {migration.signers_file!r} is not a path inside the repository; "
              "migrate adds keys only to a file in the working tree")
     target = root / migration.signers_file if migration.signers_file else configured_signers_file(repo)
+    if target is None:  # plan() names a file unless git config does; it was unset since
+        fail("no allowed_signers file is configured (git config gpg.ssh.allowedSignersFile); nothing written")
     policy = Policy(github_url=migration.github_url) if migration.github_url else Policy()
     origin, keys = _read_source(source, user, policy)
     if not keys:
@@ -91,7 +95,7 @@ def _inside(relative: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts and relative.strip() not in ("", ".")
 
 
-def _report(path: Path, migration: Migration, dry_run: bool, keys: dict | None,
+def _report(path: Path, migration: Migration, dry_run: bool, keys: dict[str, Any] | None,
             leftovers: list[str]) -> None:
     if not migration.changes:
         typer.echo(f"gpu-proof: {path} needs no migration: no pytest-gpu-proof settings found")

@@ -39,8 +39,8 @@ def _text(rev: str, commit: str, steps: list[Step], rerun: list[str]) -> list[st
     width = max(len(s.name) for s in steps)
     for step in steps:
         name = step.name.ljust(width)
-        if step.verdict.ok:
-            receipt = step.verdict.receipt
+        receipt = step.verdict.receipt
+        if step.verdict.ok and receipt is not None:  # a valid verdict always has its receipt
             where = short(receipt.note_commit)
             how = (f"carried forward from {where} (its paths did not change since)" if step.carried
                    else f"receipt on {where}")

@@ -19,9 +19,11 @@ import typer
 
 from gitproof.cli.common import Command, fail, open_repo, styled, warn
 from gitproof.interpreter import Interpreter, InterpreterError, check, choose, run_pytest
-from gitproof.record import MODES
+from gitproof.receipt import MODES
 
 if TYPE_CHECKING:  # loaded by `run` only, not by every command
+    import click
+
     from gitproof.preflight import SigningPlan
     from gitproof.run_check import Before, Judged
 
@@ -58,7 +60,7 @@ def build_pytest_args(key: str | None, principal: str | None, mode: str | None,
 class RunCommand(Command):
     """Usage ends with ``[-- PYTEST_ARGS]...``: what follows ``--`` goes to pytest."""
 
-    def collect_usage_pieces(self, ctx) -> list[str]:
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         return [*super().collect_usage_pieces(ctx), "[-- PYTEST_ARGS]..."]
 
 
@@ -91,7 +93,8 @@ def command(
     kernels: bool = typer.Option(
         False, "--kernels",
         help="Also record, per test, the GPU kernels the test body launched and the copies and "
-             "memsets that ran meanwhile, as CUPTI traced them (needs libcupti: the nvidia-cuda-cupti wheel or the CUDA toolkit). "
+             "memsets that ran meanwhile, as CUPTI traced them (needs libcupti: the nvidia-cuda-cupti wheel "
+             "or the CUDA toolkit). "
              "Also [tool.gpu_proof] record_kernels = true. Needed by --require-gpu-kernels."),
     unsigned: bool = typer.Option(
         False, "--unsigned",

@@ -52,7 +52,7 @@ def command(
 def _no_receipts(verifier: Verifier, commit: pygit2.Commit, as_json: bool) -> None:
     """No note on the commit: name the ancestor whose receipt covers it, or say why none does."""
     verdict = verifier.verify(commit)
-    holders = _holders(verdict) if verdict.state == UNCHANGED else {}
+    holders = verdict.holders() if verdict.state == UNCHANGED else {}
     if as_json:
         data: dict[str, Any] = {"commit": str(commit.id), "receipts": []}
         if holders:
@@ -63,13 +63,6 @@ def _no_receipts(verifier: Verifier, commit: pygit2.Commit, as_json: bool) -> No
     else:
         typer.echo(_no_receipts_text(str(commit.id), verdict, holders))
     raise typer.Exit(0 if holders else 1)
-
-
-def _holders(verdict: CommitVerdict) -> dict[str, str]:
-    """Which commit holds the receipt that validates each scope ("" when unsharded)."""
-    if not verdict.shards:
-        return {"": verdict.receipt.note_commit} if verdict.receipt else {}
-    return {name: part.receipt.note_commit for name, part in verdict.shards.items() if part.receipt}
 
 
 def _no_receipts_text(commit: str, verdict: CommitVerdict, holders: dict[str, str]) -> str:

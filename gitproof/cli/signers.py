@@ -7,6 +7,7 @@ from typing import Any, Optional
 import pygit2
 import typer
 
+from gitproof import git
 from gitproof.cli.common import emit_json, errors_as_exit, fail, trusted_commit
 from gitproof.policy import Policy, load_policy
 from gitproof.text import printable
@@ -21,8 +22,7 @@ from gitproof.trust.keys import key_type_of, read_key
 
 def _find_repo() -> pygit2.Repository | None:
     """The enclosing repository; unlike other commands, one without commits is fine here."""
-    found = pygit2.discover_repository(str(Path.cwd()))
-    return pygit2.Repository(found) if found else None
+    return git.discover()
 
 
 def _target_file(repo: pygit2.Repository | None, policy: Policy, explicit: Path | None) -> Path:
@@ -35,7 +35,10 @@ def _target_file(repo: pygit2.Repository | None, policy: Policy, explicit: Path 
 
 
 def _key_entry(key: str) -> dict[str, str]:
-    blob = read_key(key)[0]  # parse_keys only returns keys read_key accepts
+    parsed = read_key(key)
+    if parsed is None:  # parse_keys only returns keys read_key accepts
+        raise ValueError(f"not a public key: {key!r}")
+    blob = parsed[0]
     return {"key_type": key_type_of(blob), "fingerprint": fingerprint_of(blob), "key": key}
 
 

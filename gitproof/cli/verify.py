@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from gitproof.cli.common import (EXIT_OK, EXIT_UNVALIDATED, emit_json, errors_as_exit,
                                  open_repo, resolve_commit, trusted_commit, warn_about_trust)
 from gitproof.cli.describe import commit_line
-from gitproof.policy import MODES, read_node_ids
+from gitproof.git import subject
+from gitproof.policy import read_node_ids
+from gitproof.receipt import MODES
 from gitproof.sync import fetch
-from gitproof.verify import CommitVerdict, effective_policy, open_verifier
+from gitproof.verify import accepted_warnings, effective_policy, open_verifier
 
 
 def command(
@@ -60,7 +62,7 @@ def command(
     revs = revs or ["HEAD"]
     commits = [(rev, resolve_commit(repo, rev)) for rev in revs]
     trust_ref = trusted_commit(repo, trust_ref)  # one full ref name (or commit id), never ambiguous
-    flags = {
+    flags: dict[str, Any] = {
         "allow_skipped": allow_skipped or None, "max_age_days": max_age_days,
         "allow_unsigned": allow_unsigned or None, "require_gpu": require_gpu or None,
         "require_gpu_use": require_gpu_use or None,
@@ -78,29 +80,18 @@ def command(
         warn_about_trust(verifier)
         verdicts = [(rev, verifier.verify(commit), commit) for rev, commit in commits]
     ok = all(v.ok for _, v, _ in verdicts)
-    for warning in _receipt_warnings(v for _, v, _ in verdicts):
+    for warning in accepted_warnings(v for _, v, _ in verdicts):
         typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)
     if as_json:
         emit_json({"ok": ok, "results": [{"rev": rev, **v.to_json()} for rev, v, _ in verdicts]})
     else:
-        for rev, verdict, commit in verdicts:
-            typer.echo(commit_line(verdict, commit.message.splitlines()[0] if commit.message else ""))
+        for _, verdict, commit in verdicts:
+            typer.echo(commit_line(verdict, subject(commit)))
         if not ok and verifier.policy.shards:
             typer.echo("To validate: `git gpu-proof plan` lists the shards to re-run.")
         elif not ok:
             typer.echo("To validate: run the GPU tests on this code with `git gpu-proof run`.")
     raise typer.Exit(EXIT_OK if ok else EXIT_UNVALIDATED)
-
-
-def _receipt_warnings(verdicts) -> list[str]:
-    """Warnings of the receipts that validated something, each said once."""
-    seen: list[str] = []
-    for verdict in verdicts:
-        parts = verdict.shards.values() if verdict.shards else [verdict]
-        for part in parts:
-            if isinstance(part, CommitVerdict) and part.ok and part.receipt:
-                seen += [w for w in part.receipt.warnings if w not in seen]
-    return seen
 
 
 def register(app: typer.Typer) -> None:

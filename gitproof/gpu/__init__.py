@@ -20,10 +20,27 @@ here: a pytest run that records nothing never loads it.
 """
 from __future__ import annotations
 
-from gitproof.gpu.facts import detect_facts, summary
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from gitproof.gpu.records import (GpuDevice, GpuFacts, GpuUse, KernelTotals, TopKernel, Transfers,
                                   canonical_bus_id, milliseconds)
-from gitproof.gpu.visibility import gpu_visible, redact_uuids
+
+if TYPE_CHECKING:
+    from gitproof.gpu.facts import detect_facts, summary
+    from gitproof.gpu.visibility import gpu_visible, redact_uuids
+
+# Loaded on first use: the verifier reads the typed records (standard library only) on
+# every pre-push, and must not pay for the device-facts side it never calls.
+_LAZY = {"detect_facts": "facts", "summary": "facts", "gpu_visible": "visibility", "redact_uuids": "visibility"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f"gitproof.gpu.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "GpuDevice", "GpuFacts", "GpuUse", "KernelTotals", "TopKernel", "Transfers",

@@ -8,12 +8,11 @@ type; keys it does not know are a newer writer's and are kept unread.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any, Callable
 
+from gitproof.receipt.checks import CHECK_OUTCOMES, is_error_maximum, is_finite_number
 from gitproof.receipt.model import ReceiptFormatError
 
-CHECK_OUTCOMES = ("passed", "failed", "error")
 MAX_CHECK_QUOTE = 300  # what a refusal quotes of a check line, whose message may run to kilobytes
 
 _OPTIONAL_TEXT = (str, type(None))
@@ -28,7 +27,6 @@ _KERNEL_COUNTS = ("launches", "gpu_time_ns", "dropped", "incomplete", "untimed")
 _MAX_COUNT = 2**64 - 1  # CUPTI's counters and timestamps are 64-bit
 _GPU_FACTS_KEYS = {"cuda_visible_devices": _OPTIONAL_TEXT, "confidential_computing": (dict, type(None)),
                    "notes": _TEXT_LIST}
-_NON_FINITE = ("nan", "inf", "-inf")  # how a check writes an error maximum that is not finite
 
 
 def json_object(value: str, what: str) -> dict[str, Any]:
@@ -86,12 +84,6 @@ def gpu_facts_object(value: str) -> dict[str, Any]:
     return facts
 
 
-def _is_finite_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return abs(value) <= 2**64 if isinstance(value, int) else math.isfinite(value)
-
-
 # A check record's known keys: a test for the value, and what it must be; others are kept unread.
 _CHECK_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "test": (lambda v: isinstance(v, str), "a string"),
@@ -99,10 +91,10 @@ _CHECK_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "outcome": (lambda v: v in CHECK_OUTCOMES, "passed, failed or error"),
     "ok": (lambda v: isinstance(v, bool), "true or false"),
     "message": (lambda v: isinstance(v, str), "a string"),
-    "rtol": (_is_finite_number, "a finite number"),
-    "atol": (_is_finite_number, "a finite number"),
-    "max_abs_err": (lambda v: _is_finite_number(v) or v in _NON_FINITE, 'a finite number, "nan", "inf" or "-inf"'),
-    "max_rel_err": (lambda v: _is_finite_number(v) or v in _NON_FINITE, 'a finite number, "nan", "inf" or "-inf"'),
+    "rtol": (is_finite_number, "a finite number"),
+    "atol": (is_finite_number, "a finite number"),
+    "max_abs_err": (is_error_maximum, 'a finite number, "nan", "inf" or "-inf"'),
+    "max_rel_err": (is_error_maximum, 'a finite number, "nan", "inf" or "-inf"'),
     "metadata": (lambda v: isinstance(v, dict), "an object"),
 }
 
@@ -126,15 +118,6 @@ def check_object(value: str) -> dict[str, Any]:
     if "outcome" in check and "ok" in check and check["ok"] != (check["outcome"] == "passed"):
         raise ReceiptFormatError(f"check field's 'ok' contradicts its 'outcome': {_quoted(value)}")
     return check
-
-
-def check_outcome(check: dict[str, Any]) -> str:
-    """``passed``, ``failed`` or ``error`` for a parsed check record; an older record's
-    ``ok: false`` is ``failed``."""
-    if "outcome" in check:
-        outcome: str = check["outcome"]
-        return outcome
-    return "passed" if check["ok"] else "failed"
 
 
 def _check_known_keys(data: dict[str, Any], known: dict[str, Any], what: str, value: str) -> None:

@@ -10,10 +10,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitproof.errors import GitproofError
+from gitproof.receipt.checks import CheckRecord
 from gitproof.text import escape
+
+if TYPE_CHECKING:  # imported where read: the gitproof.gpu package loads its device-facts side too
+    from gitproof.gpu.records import GpuDevice, GpuFacts, GpuUse
 
 MAGIC = "gpu-proof receipt v1"
 MAGIC_PREFIX = "gpu-proof receipt v"  # any version's first line
@@ -87,6 +91,32 @@ class Receipt:
         ok = (self.exit_status == 0 and any(t.outcome == "passed" for t in self.tests)
               and not any(t.failing for t in self.tests))
         return "passed" if ok else "failed"
+
+    # The JSON-valued fields, typed; ``gpus``, ``gpu_facts``, ``gpu_use`` and ``checks`` stay
+    # the objects as read, so that the receipt re-serialises byte for byte.
+
+    @property
+    def device_records(self) -> list[GpuDevice]:
+        """The ``gpu:`` lines."""
+        from gitproof.gpu.records import GpuDevice
+        return [GpuDevice.from_dict(gpu) for gpu in self.gpus]
+
+    @property
+    def facts_record(self) -> GpuFacts | None:
+        """The ``gpu-facts:`` line, with the devices; None in a receipt from before gitproof 0.2."""
+        from gitproof.gpu.records import GpuFacts
+        return None if self.gpu_facts is None else GpuFacts.from_dict(self.gpu_facts, self.gpus)
+
+    @property
+    def use_records(self) -> list[GpuUse]:
+        """The ``gpu-use:`` lines, one per test at most (the parser checks that)."""
+        from gitproof.gpu.records import GpuUse
+        return [GpuUse.from_dict(use) for use in self.gpu_use]
+
+    @property
+    def check_records(self) -> list[CheckRecord]:
+        """The ``check:`` lines."""
+        return [CheckRecord.from_dict(check) for check in self.checks]
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pygit2
 
+from gitproof import git
 from gitproof.errors import GitproofError
 from gitproof.policy import Policy
 from gitproof.trust.allowed_signers import AllowedSigners, AllowedSignersError
@@ -43,10 +44,9 @@ def configured_path(repo: pygit2.Repository, name: str) -> Path | None:
 
 def _config_value(repo: pygit2.Repository, name: str) -> str | None:
     """git config ``name``, None when unset; a key without a value is an error, as in git."""
-    try:
-        value = repo.config[name]
-    except KeyError:
+    if name not in repo.config:
         return None
+    value = git.config_value(repo, name)
     if value is None:
         raise TrustError(f"git config {name} has no value")
     return value

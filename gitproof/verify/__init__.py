@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from gitproof.verify.codes import Code
 from gitproof.verify.verdicts import (UNCHANGED, UNVALIDATED, VALIDATED, CommitVerdict, Failure, ReceiptVerdict,
-                                      check_json)
+                                      accepted_warnings, check_json)
 from gitproof.verify.verifier import Scope, Verifier, effective_policy, open_verifier
 
 __all__ = [
     "UNCHANGED", "UNVALIDATED", "VALIDATED", "Code", "CommitVerdict", "Failure", "ReceiptVerdict", "Scope",
-    "Verifier", "check_json", "effective_policy", "open_verifier",
+    "Verifier", "accepted_warnings", "check_json", "effective_policy", "open_verifier",
 ]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import pygit2
 
 from gitproof.fingerprint import Trees, changed_fingerprint_paths
 from gitproof.git import commit_time, lookup
 from gitproof.policy import ModeBinding
-from gitproof.receipt import Receipt, SignedReceipt, check_outcome
+from gitproof.receipt import CheckRecord, Receipt, SignedReceipt
 from gitproof.text import printable, terminal_safe
 from gitproof.trust import Trust, match_pattern_list
 from gitproof.verify.codes import Code
@@ -74,7 +73,7 @@ class ChecksPassed(ReceiptCheck):
     def failure(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
         xfailed = {t.nodeid for t in receipt.tests if t.outcome == "xfailed"}
-        unpassed = [c for c in receipt.checks if check_outcome(c) != "passed" and c["test"] not in xfailed]
+        unpassed = [c for c in receipt.check_records if not c.passed and c.test not in xfailed]
         if not unpassed:
             return None
         shown = "; ".join(_why_check(c) for c in unpassed[:self.SHOWN])
@@ -82,12 +81,12 @@ class ChecksPassed(ReceiptCheck):
         return Failure(Code.CHECK_FAILED, f"{len(unpassed)} gpu_proof_check(s) did not pass: {shown}{more}")
 
 
-def _why_check(check: dict[str, Any]) -> str:
-    message = " ".join(str(check.get("message", "")).split())  # an assert_allclose report, on one line
+def _why_check(check: CheckRecord) -> str:
+    message = " ".join(check.message.split())  # an assert_allclose report, on one line
     if len(message) > 200:
         message = message[:200] + "..."
     detail = f": {terminal_safe(message)}" if message else ""  # one line now; % stays as it is
-    return f"{printable(check['test'])} check '{printable(check['name'])}' {check_outcome(check)}{detail}"
+    return f"{printable(check.test)} check '{printable(check.name)}' {check.outcome}{detail}"
 
 
 @dataclass
@@ -262,7 +261,7 @@ class RunConditions(ReceiptCheck):
             return Failure(Code.WRONG_MODE, f"receipt mode is {receipt.mode}; the policy requires {self.require_mode}")
         if self.require_gpu and not receipt.gpus:
             return Failure(Code.NO_GPU, "receipt lists no GPU device; the policy requires one")
-        if self.require_gpu and all(gpu.get("visible") is False for gpu in receipt.gpus):
+        if self.require_gpu and all(device.visible is False for device in receipt.device_records):
             return Failure(Code.NO_GPU, "no GPU was visible to the tests (CUDA_VISIBLE_DEVICES="
                                         f"{_visible_setting(receipt)}); the policy requires one")
         if self.require_clean and receipt.dirty_outside:
@@ -272,8 +271,9 @@ class RunConditions(ReceiptCheck):
 
 
 def _visible_setting(receipt: Receipt) -> str:
-    value = (receipt.gpu_facts or {}).get("cuda_visible_devices")
-    return "unset" if value is None else printable(repr(value) if isinstance(value, str) else str(value))
+    facts = receipt.facts_record
+    value = facts.cuda_visible_devices if facts is not None else None
+    return "unset" if value is None else printable(repr(value))
 
 
 def listing(items: list[str], limit: int = 10) -> str:

@@ -1,13 +1,16 @@
 """The checks of a receipt's GPU evidence: ``require_gpu_use`` and ``require_gpu_kernels``."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from gitproof.receipt import SignedReceipt
+from gitproof.receipt import Receipt, SignedReceipt
 from gitproof.text import printable
 from gitproof.verify.checks import ReceiptCheck
 from gitproof.verify.codes import Code
 from gitproof.verify.verdicts import Failure
+
+if TYPE_CHECKING:  # the records come from Receipt's typed accessors, which import them when read
+    from gitproof.gpu.records import GpuUse
 
 
 class GpuUsed(ReceiptCheck):
@@ -23,15 +26,15 @@ class GpuUsed(ReceiptCheck):
 
     def failure(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
-        uses = {use["test"]: use for use in receipt.gpu_use}
+        uses = _uses_by_test(receipt)
         if not uses:
             return Failure(Code.GPU_NOT_USED, "receipt records no per-test GPU use (made by a gitproof "
                                               "without GPU-use evidence); the policy requires it")
-        if not any(gpu.get("visible") is not False for gpu in receipt.gpus):
+        if not _any_visible(receipt):
             return Failure(Code.GPU_NOT_USED, "the receipt lists no GPU visible to the tests, so no "
                                               "test can have used one")
         missing = [(t.nodeid, uses.get(t.nodeid)) for t in receipt.tests
-                   if t.outcome in ("passed", "xpassed") and (uses.get(t.nodeid) or {}).get("used") is not True]
+                   if t.outcome in ("passed", "xpassed") and not _used(uses.get(t.nodeid))]
         if not missing:
             return None
         shown = "; ".join(_why_not_used(nodeid, use) for nodeid, use in missing[:self.SHOWN])
@@ -53,10 +56,10 @@ class GpuKernelsRan(ReceiptCheck):
 
     def failure(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
-        if not any(gpu.get("visible") is not False for gpu in receipt.gpus):
+        if not _any_visible(receipt):
             return Failure(Code.GPU_NO_KERNELS, "the receipt lists no GPU visible to the tests, so no "
                                                 "test can have launched a kernel")
-        uses = {use["test"]: use for use in receipt.gpu_use}
+        uses = _uses_by_test(receipt)
         missing = [(t.nodeid, uses.get(t.nodeid)) for t in receipt.tests
                    if t.outcome in ("passed", "xpassed") and _launches(uses.get(t.nodeid)) < 1]
         if not missing:
@@ -67,36 +70,43 @@ class GpuKernelsRan(ReceiptCheck):
                                             f"{shown}{more}")
 
 
-def _launches(use: dict[str, Any] | None) -> int:
+def _uses_by_test(receipt: Receipt) -> dict[str, GpuUse]:
+    return {use.test: use for use in receipt.use_records}
+
+
+def _any_visible(receipt: Receipt) -> bool:
+    """A device the tests could see, or one whose visibility the receipt does not say."""
+    return any(device.visible is not False for device in receipt.device_records)
+
+
+def _used(use: GpuUse | None) -> bool:
+    return use is not None and use.used is True
+
+
+def _launches(use: GpuUse | None) -> int:
     """Kernel launches a record vouches for: none unless traced and consistent (used: true)."""
-    record = use or {}
-    kernels = record.get("kernels")
-    if not isinstance(kernels, dict) or not isinstance(kernels.get("tracer"), str) or record.get("used") is not True:
+    if use is None or use.kernels is None or not use.kernels.traced or use.used is not True:
         return 0
-    launches = kernels.get("launches")
-    return launches if isinstance(launches, int) and not isinstance(launches, bool) else 0
+    return use.kernels.launches
 
 
-def _why_no_kernels(nodeid: str, use: dict[str, Any] | None) -> str:
-    record = use or {}
-    kernels = record.get("kernels")
-    if not isinstance(kernels, dict):
+def _why_no_kernels(nodeid: str, use: GpuUse | None) -> str:
+    kernels = use.kernels if use is not None else None
+    if use is None or kernels is None:
         return f"{printable(nodeid)} (kernels not traced: record with --gpu-proof-kernels)"
-    if kernels.get("tracer") is None:
-        error = kernels.get("error")
-        detail = f": {printable(error)}" if isinstance(error, str) and error else ""
+    if not kernels.traced:
+        detail = f": {printable(kernels.error)}" if kernels.error else ""
         return f"{printable(nodeid)} (kernels not traced{detail})"
-    if kernels.get("launches") and record.get("used") is not True:
-        return f"{printable(nodeid)} (kernels recorded, but the record says used: {record.get('used')})"
-    copies = (kernels.get("memcpy") or {}).get("count") or 0
+    if kernels.launches and use.used is not True:
+        return f"{printable(nodeid)} (kernels recorded, but the record says used: {use.used})"
+    copies = kernels.memcpy.count
     extra = f", {copies} copies" if copies else ""
     return f"{printable(nodeid)} (0 kernels{extra})"
 
 
-def _why_not_used(nodeid: str, use: dict[str, Any] | None) -> str:
+def _why_not_used(nodeid: str, use: GpuUse | None) -> str:
     if use is None:
         return f"{printable(nodeid)} (no gpu-use record)"
-    state = "unknown" if use.get("used") is None else "not used"
-    evidence = use.get("evidence")
-    detail = f": {printable(evidence)}" if isinstance(evidence, str) and evidence else ""
+    state = "unknown" if use.used is None else "not used"
+    detail = f": {printable(use.evidence)}" if use.evidence else ""
     return f"{printable(nodeid)} ({state}{detail})"

@@ -1,11 +1,12 @@
 """What verification concludes, and its JSON: a failure, a receipt's verdict, a commit's verdict."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gitproof.fingerprint import Trees
-from gitproof.receipt import SignedReceipt, check_outcome
+from gitproof.receipt import CheckRecord, SignedReceipt
 from gitproof.verify.codes import Code
 
 VALIDATED = "validated"
@@ -26,11 +27,8 @@ class Failure:
 
 def check_json(check: dict[str, Any]) -> dict[str, Any]:
     """One check record with every field present: an older record gets its outcome from ``ok``,
-    and what it lacks is null (``message`` empty, ``metadata`` {})."""
-    return {"test": check["test"], "name": check["name"], "outcome": check_outcome(check),
-            "message": check.get("message", ""), "max_abs_err": check.get("max_abs_err"),
-            "max_rel_err": check.get("max_rel_err"), "rtol": check.get("rtol"), "atol": check.get("atol"),
-            "metadata": check.get("metadata", {})}
+    and what it lacks is null (``message`` empty, ``metadata`` {}). See CheckRecord.to_json."""
+    return CheckRecord.from_dict(check).to_json()
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class ReceiptVerdict:
                         counts=r.counts, mode=r.mode, started=r.started.isoformat(),
                         finished=r.finished.isoformat(), commit=r.commit, trees=r.trees,
                         gpus=r.gpus, gpu_facts=r.gpu_facts, gpu_use=r.gpu_use,
-                        checks=[check_json(c) for c in r.checks],
+                        checks=[c.to_json() for c in r.check_records],
                         shard=r.shard, unsigned=self.signed.unsigned)
         return data
 
@@ -77,6 +75,22 @@ class CommitVerdict:
     def ok(self) -> bool:
         return self.state in (VALIDATED, UNCHANGED)
 
+    def holders(self) -> dict[str, str]:
+        """Which commit holds the receipt that validates each scope: ``{"": commit}`` unsharded,
+        ``{shard: commit}`` for each shard that has one; empty when none does."""
+        if not self.shards:
+            return {"": self.receipt.note_commit} if self.receipt else {}
+        return {name: part.receipt.note_commit for name, part in self.shards.items() if part.receipt}
+
+    def accepted_warnings(self) -> list[str]:
+        """The warnings of the receipts that validate it (each shard's, when sharded), each once."""
+        parts = self.shards.values() if self.shards else [self]
+        seen: list[str] = []
+        for part in parts:
+            if part.ok and part.receipt:
+                seen += [w for w in part.receipt.warnings if w not in seen]
+        return seen
+
     def to_json(self) -> dict[str, Any]:
         data = {"commit": self.commit, "state": self.state, "valid": self.ok,
                 "trees": self.trees,
@@ -85,3 +99,11 @@ class CommitVerdict:
         if self.shards:
             data["shards"] = {name: v.to_json() for name, v in self.shards.items()}
         return data
+
+
+def accepted_warnings(verdicts: Iterable[CommitVerdict]) -> list[str]:
+    """The warnings of the receipts that validated any of these commits, each said once."""
+    seen: list[str] = []
+    for verdict in verdicts:
+        seen += [w for w in verdict.accepted_warnings() if w not in seen]
+    return seen

@@ -10,6 +10,7 @@ first, per scope (the whole fingerprint, or each shard).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -132,6 +133,12 @@ class Verifier:
             return self._verify_scope(commit, self.scopes[0])
         parts = {scope.shard: self._verify_scope(commit, scope) for scope in self.scopes}
         return _combine(str(commit.id), self.trees_of(commit), parts)
+
+    def verify_all(self, commits: Sequence[pygit2.Commit]) -> list[CommitVerdict]:
+        """Each commit's verdict, in the order given (newest first, as git log lists them);
+        judged oldest first, so that each commit can reuse its parent's verdict."""
+        verdicts = {c.id: self.verify(c) for c in reversed(commits)}
+        return [verdicts[c.id] for c in commits]
 
     def _verify_scope(self, commit: pygit2.Commit, scope: Scope) -> CommitVerdict:
         key = (str(commit.id), scope.shard)

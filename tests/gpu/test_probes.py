@@ -231,7 +231,8 @@ def watch_probe(probe: KernelProbe, body) -> Finding:
 
 
 def test_a_launch_is_use_by_kernels_with_its_totals(libcupti):
-    finding = watch_probe(KernelProbe(DriverHandle(lambda: None)), lambda: libcupti.fake_cupti_kernel(0, GEMM, 1_500_000))
+    finding = watch_probe(KernelProbe(DriverHandle(lambda: None)),
+                          lambda: libcupti.fake_cupti_kernel(0, GEMM, 1_500_000))
     assert (finding.used, finding.method) == (True, METHOD_KERNELS)
     assert finding.evidence == "1 kernel launch on cuda:0 (1.500 ms of GPU time)"
     kernels = finding.kernels

@@ -293,7 +293,8 @@ def kernel_project(cli_project, built_libcupti, built_libcuda, tmp_path):
     write_files(cli_project, {"tests/test_kernels.py": KERNEL_TESTS})
     commit_all(cli_project, "kernel tests")
     library = fresh_copy(built_libcupti, tmp_path, "libcupti.so.13")
-    return cli_project, {CUPTI_LIBRARY: str(library), "FAKE_CUPTI_CONTROLS": str(library), ENV_LIBRARY: str(fresh_copy(built_libcuda, tmp_path))}
+    return cli_project, {CUPTI_LIBRARY: str(library), "FAKE_CUPTI_CONTROLS": str(library),
+                         ENV_LIBRARY: str(fresh_copy(built_libcuda, tmp_path))}
 
 
 

@@ -116,6 +116,7 @@ def test_env_var_selects_program(tmp_path, monkeypatch):
 
 
 def test_nvidia_smi_output_that_is_not_utf8_is_not_a_crash(tmp_path):
-    program = fake_smi(tmp_path, "printf '0, NVIDIA \\377\\376, GPU-1, 550, 81559, 9.0, 00000000:18:00.0, Disabled\\n'\n")
+    program = fake_smi(tmp_path,
+                       "printf '0, NVIDIA \\377\\376, GPU-1, 550, 81559, 9.0, 00000000:18:00.0, Disabled\\n'\n")
     [device_] = smi_devices(str(program))
     assert device_.name.startswith("NVIDIA ") and "\ufffd" in device_.name

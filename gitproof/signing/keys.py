@@ -1,20 +1,7 @@
-"""SSHSIG signatures made the way git makes them (``ssh-keygen -Y sign``).
-
-Key selection mirrors git's ``sign_buffer_ssh``: an explicit ``--key`` wins, then
-``user.signingKey``, then the first line printed by ``gpg.ssh.defaultKeyCommand``.
-A key is either a literal public key (``key::ssh-ed25519 AAAA...`` or, legacy, a
-value starting with ``ssh-``), signed through ssh-agent with ``-U``, or a path to a
-private key or to a ``.pub`` whose private half is in the agent.
-
-For CI, ``key_from_env`` takes the private key's text from an environment
-variable (a CI secret). It stays in memory; ``ssh-keygen`` gets it only as a
-0600 file in a private (0700) temporary directory that exists while one
-signature is made and is removed afterwards, whatever happens.
-"""
+"""Which key signs: git's key selection, keys from CI secrets, and their public halves."""
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import shutil
 import subprocess
@@ -28,9 +15,9 @@ import pygit2
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from gitproof import git
 from gitproof.errors import GitproofError
-from gitproof.trust.keys import SignatureError, WireReader, fingerprint_of, parse_public_line
-from gitproof.trust.sshsig import NAMESPACE, is_armored
+from gitproof.trust.keys import SignatureError, fingerprint_of, parse_public_line
 
 DEFAULT_PROGRAM = "ssh-keygen"
 _LITERAL_PREFIX = "key::"
@@ -70,11 +57,8 @@ class SigningKey:
 
 
 def _config_value(repo: pygit2.Repository, name: str) -> str | None:
-    try:
-        value = repo.config[name]
-    except KeyError:
-        return None
-    return value if value else None
+    """git config ``name``; an empty value counts as unset, as git's own signing does."""
+    return git.config_value(repo, name) or None
 
 
 def _signing_program(repo: pygit2.Repository) -> str:
@@ -208,10 +192,10 @@ def private_key_file(key: SigningKey, directory: Path | None = None) -> Iterator
     if key.secret is None:
         raise ValueError("private_key_file is only for keys from the environment")
     own = directory is None
-    workdir = Path(tempfile.mkdtemp(prefix="gitproof-key-")) if own else directory
+    workdir = Path(tempfile.mkdtemp(prefix="gitproof-key-")) if directory is None else directory
     path = workdir / "signing_key"
     try:
-        _write_private(path, key.secret)
+        write_private(path, key.secret)
         yield path
     finally:
         if own:
@@ -286,7 +270,7 @@ def _derive_with_ssh_keygen(path: Path, program: str, from_env: SigningKey | Non
             capture_output=True, text=True, stdin=subprocess.DEVNULL,
         )
     except OSError as exc:
-        raise _program_error(program, exc) from exc
+        raise program_error(program, exc) from exc
     if result.returncode != 0:
         if from_env is not None:  # no file the user could fix; its temporary name means nothing
             stderr = result.stderr.strip().replace(str(path), from_env.spec)
@@ -326,168 +310,14 @@ def key_fingerprint(key: SigningKey) -> str:
 
 # --- signing -------------------------------------------------------------------
 
-
-def _program_error(program: str, exc: OSError) -> SigningError:
+def program_error(program: str, exc: OSError) -> SigningError:
     return SigningError(
         f"cannot run the SSH signing program {program!r}: {exc.strerror or exc}. "
         "Install OpenSSH (ssh-keygen 8.2p1+) or point "
         "`git config gpg.ssh.program` at it"
     )
 
-
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-
-
-def _sign_command(key: SigningKey, workdir: Path, payload_file: Path, namespace: str,
-                  key_file: Path | None = None) -> list[str]:
-    if key.literal:
-        key_file = workdir / "signing_key.pub"
-        _write_private(key_file, key.spec.encode("ascii") + b"\n")
-    elif key_file is None:
-        key_file = Path(key.spec)
-    command = [key.program, "-Y", "sign", "-n", namespace, "-f", str(key_file)]
-    if key.literal:
-        command.append("-U")  # the private half must come from ssh-agent
-    return command + [str(payload_file)]
-
-
-def _run_signer(command: list[str], program: str, detached: bool = False) -> None:
-    """Run ``ssh-keygen -Y sign``. ``detached``: away from the terminal and from askpass
-    programs, so that it never asks for anything (it signs, or fails at once)."""
-    env = {**os.environ, "SSH_ASKPASS_REQUIRE": "never"} if detached else None
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            start_new_session=detached, env=env,
-        )
-    except OSError as exc:
-        raise _program_error(program, exc) from exc
-    if result.returncode == 0:
-        return
-    stderr = result.stderr.strip() or result.stdout.strip()
-    message = f"`{program} -Y sign` failed (exit {result.returncode}): {stderr}"
-    if "usage:" in stderr:
-        message += "\nssh-keygen -Y sign needs OpenSSH 8.2p1 or newer (see gpg.ssh.program)"
-    raise SigningError(message)
-
-
-def _read_signature(sig_file: Path, program: str) -> str:
-    try:
-        text = sig_file.read_text(encoding="ascii").replace("\r", "")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SigningError(f"`{program} -Y sign` wrote no readable signature: {exc}") from exc
-    text = text.strip() + "\n"
-    if not is_armored(text):
-        raise SigningError(f"`{program} -Y sign` produced something that is not an SSH signature")
-    return text
-
-
-def sign(payload: bytes, key: SigningKey, namespace: str = NAMESPACE, detached: bool = False) -> str:
-    """Sign ``payload`` like git does; returns the armored SSH signature text.
-
-    ``detached``: never prompt (see ``_run_signer``)."""
-    workdir = Path(tempfile.mkdtemp(prefix="gitproof-sign-"))  # mode 0700
-    try:
-        payload_file = workdir / "payload"
-        _write_private(payload_file, payload)
-        if key.secret is None:
-            _run_signer(_sign_command(key, workdir, payload_file, namespace), key.program, detached)
-        else:
-            public = public_key_of(key)
-            with private_key_file(key, workdir) as key_file:
-                # ssh-keygen -Y sign reads the public half from <key>.pub for PEM-format keys
-                _write_private(Path(f"{key_file}.pub"), public.encode("ascii") + b"\n")
-                _run_signer(_sign_command(key, workdir, payload_file, namespace, key_file), key.program,
-                            detached)
-        return _read_signature(Path(f"{payload_file}.sig"), key.program)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-# --- before a run: can this key sign without anyone at the keyboard? ------------
-
-PROBE_PAYLOAD = b"gitproof: a probe signature before the tests run; never stored\n"
-_OPENSSH_MAGIC = b"openssh-key-v1\x00"
-
-
-def probe(key: SigningKey) -> str:
-    """Sign a probe message now, never prompting; SigningError says why not.
-
-    ``git gpu-proof run`` calls it before the tests, so a key that cannot sign
-    (missing, not in ssh-agent, protected by a passphrase) stops the run at
-    once rather than after it. The signature is only ever looked at, never stored.
-    """
-    return sign(PROBE_PAYLOAD, key, detached=True)
-
-
-def needs_passphrase(key: SigningKey) -> bool:
-    """A private key file protected by a passphrase (ssh-agent may still hold its key)."""
-    if key.path is None:
-        return False
-    try:
-        data = key.path.read_bytes()
-    except OSError:
-        return False
-    return _encrypted(data)
-
-
-def _encrypted(data: bytes) -> bool:
-    text = data.decode("ascii", errors="replace").replace("\r\n", "\n")
-    lines = [line.strip() for line in text.strip().splitlines()]
-    if not lines or not lines[0].startswith("-----BEGIN "):
-        return False
-    if "ENCRYPTED" in lines[0] or any(line.startswith("Proc-Type:") and "ENCRYPTED" in line
-                                      for line in lines[:3]):
-        return True  # PEM: PKCS#8 "ENCRYPTED PRIVATE KEY", or the older Proc-Type header
-    if lines[0] != "-----BEGIN OPENSSH PRIVATE KEY-----":
-        return False
-    try:
-        blob = base64.b64decode("".join(lines[1:-1]))
-        cipher = WireReader(blob[len(_OPENSSH_MAGIC):]).string()
-    except (ValueError, binascii.Error, SignatureError):
-        return False
-    return blob.startswith(_OPENSSH_MAGIC) and cipher != b"none"
-
-
-def unlock(key: SigningKey, attempts: int = 3) -> bytes:
-    """The text of a passphrase-protected key file, decrypted; the passphrase is asked once.
-
-    ``ssh-keygen -p`` asks for it on the terminal (this process's standard
-    input must be one) and decrypts a copy, a 0600 file in a private (0700)
-    temporary directory, which is read back and removed at once, Ctrl-C
-    included. The decrypted text stays in memory: a run hands it to the
-    recorder as ``--key-env`` does. Up to ``attempts`` tries for a mistyped passphrase.
-    """
-    if key.path is None:
-        raise ValueError("unlock is only for private key files")
-    original = key.path.read_bytes()
-    workdir = Path(tempfile.mkdtemp(prefix="gitproof-unlock-"))
-    try:
-        copy = workdir / "signing_key"
-        problem = ""
-        for _ in range(attempts):
-            _write_private(copy, original)
-            problem = _decrypt_copy(copy, key.program)
-            if not problem:
-                return copy.read_bytes()
-            copy.unlink()
-            if "passphrase" not in problem:
-                break
-        raise SigningError(f"could not unlock {key.spec}: {problem or 'no passphrase given'}")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _decrypt_copy(copy: Path, program: str) -> str:
-    """Run ``ssh-keygen -p -N ''`` on the copy; its error text, or "" on success."""
-    try:  # standard input stays the terminal: ssh-keygen reads the passphrase there
-        result = subprocess.run([program, "-p", "-N", "", "-f", str(copy)], capture_output=True, text=True)
-    except OSError as exc:
-        raise _program_error(program, exc) from exc
-    if result.returncode == 0:
-        return ""
-    return (result.stderr.strip() or result.stdout.strip()).replace(str(copy), "the key") or \
-        f"exit status {result.returncode}"
