@@ -1,0 +1,45 @@
+"""Import cost of the pre-push hook's path, side by side with another checkout.
+
+    python benchmarks/bench_imports.py OTHER_CHECKOUT [RUNS]
+
+Each run starts a fresh interpreter that imports what `git-gpu-proof hook pre-push`
+imports, alternating between this checkout and OTHER_CHECKOUT (say, a worktree of an
+older commit: `git worktree add /tmp/old <commit>`) so that machine noise hits both
+alike. Prints the median of each and their ratio. An editable install's import hook
+is removed first, so each run imports the checkout it names.
+"""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+PRELUDE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+           "sys.path.insert(0, {path!r}); ")
+CASES = [("the hook command (gitproof.cli.hook)", "import gitproof.cli.hook"), ("python -c pass", "pass")]
+
+
+def once(path: Path, code: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PRELUDE.format(path=str(path)) + code], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    other = Path(sys.argv[1]).resolve()
+    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 21
+    print(f"this checkout: {HERE}\nother:         {other}\nruns: {runs}, interleaved; medians")
+    for label, code in CASES:
+        mine, theirs = [], []
+        for _ in range(runs):
+            theirs.append(once(other, code))
+            mine.append(once(HERE, code))
+        a, b = statistics.median(theirs) * 1000, statistics.median(mine) * 1000
+        print(f"{label:38s} other {a:7.1f} ms   this {b:7.1f} ms   this/other {b / a:.2f}")
+
+
+if __name__ == "__main__":
+    main()
