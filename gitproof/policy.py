@@ -13,13 +13,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pygit2
 
 from gitproof.errors import GitproofError
 from gitproof import compat
-from gitproof.files import UnreadableFile, read_regular
+from gitproof.files import MAX_TRUST_FILE, UnreadableFile, read_regular
 from gitproof.fingerprint import ROOT, FingerprintError, normalize_path
 from gitproof.receipt import MODES
 
@@ -395,11 +395,16 @@ def _policy_at(repo: pygit2.Repository, rev: str) -> Policy:
     except (KeyError, pygit2.GitError, ValueError) as exc:
         raise PolicyError(f"cannot read the policy at {rev!r}: no such revision") from exc
     try:
-        blob = commit.tree[PYPROJECT]
+        entry = commit.tree[PYPROJECT]
     except KeyError:
         return Policy(source=f"{rev}: (no {PYPROJECT})")
+    blob = repo[entry.id]
+    if not isinstance(blob, pygit2.Blob) or entry.filemode == pygit2.enums.FileMode.LINK:
+        raise PolicyError(f"{rev}:{PYPROJECT} is not a regular file (a directory, link or submodule)")
+    if blob.size > MAX_TRUST_FILE:
+        raise PolicyError(f"{rev}:{PYPROJECT} is {blob.size} bytes, over the {MAX_TRUST_FILE}-byte limit; not read")
     try:
-        text = cast(pygit2.Blob, repo[blob.id]).data.decode("utf-8")
+        text = blob.data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{rev}:{PYPROJECT} is not UTF-8 text") from exc
     return policy_from_toml(text, f"{rev}:{PYPROJECT}")

@@ -135,3 +135,19 @@ def test_node_id_files(tmp_path):
     path = tmp_path / "skips.txt"
     path.write_text("# known skips\ntests/t.py::a\n\n  tests/t.py::b[x y]  \n")
     assert read_node_ids(path) == ["tests/t.py::a", "tests/t.py::b[x y]"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: (root / "pyproject.toml").mkdir(), "not a regular file"),
+    (lambda root: (root / "pyproject.toml").symlink_to("README.md"), "not a regular file"),
+])
+def test_a_pyproject_at_a_revision_that_is_not_a_file_is_a_policy_error(repo, make, message):
+    from gitproof.policy import load_policy
+    from tests.helpers import commit_all
+
+    make(repo)
+    if (repo / "pyproject.toml").is_dir():
+        (repo / "pyproject.toml" / "x").write_text("x = 1\n")
+    commit_all(repo, "odd pyproject")
+    with pytest.raises(PolicyError, match=message):
+        load_policy(pygit2.Repository(str(repo)), "HEAD")
