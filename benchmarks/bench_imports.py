@@ -10,9 +10,11 @@ is removed first, so each run imports the checkout it names.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,21 +24,29 @@ PRELUDE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editabl
 CASES = [("the hook command (gitproof.cli.hook)", "import gitproof.cli.hook"), ("python -c pass", "pass")]
 
 
-def once(path: Path, code: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PRELUDE.format(path=str(path)) + code], check=True)
+def once(path: Path, code: str, cwd: str) -> float:
+    start = time.perf_counter()  # run from an empty directory: nothing there can be imported instead
+    subprocess.run([sys.executable, "-c", PRELUDE.format(path=str(path)) + code], check=True, cwd=cwd)
     return time.perf_counter() - start
 
 
 def main() -> None:
-    other = Path(sys.argv[1]).resolve()
-    runs = int(sys.argv[2]) if len(sys.argv) > 2 else 21
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("other", type=Path, help="another checkout of gitproof (a directory holding gitproof/)")
+    parser.add_argument("runs", type=int, nargs="?", default=21, help="runs per case (default 21)")
+    args = parser.parse_args()
+    other, runs = args.other.resolve(), args.runs
+    if not (other / "gitproof" / "__init__.py").is_file():
+        parser.error(f"{other} is not a checkout of gitproof (no gitproof/__init__.py there)")
+    if runs < 1:
+        parser.error("runs must be at least 1")
+    empty = tempfile.mkdtemp(prefix="bench-imports-")
     print(f"this checkout: {HERE}\nother:         {other}\nruns: {runs}, interleaved; medians")
     for label, code in CASES:
         mine, theirs = [], []
         for _ in range(runs):
-            theirs.append(once(other, code))
-            mine.append(once(HERE, code))
+            theirs.append(once(other, code, empty))
+            mine.append(once(HERE, code, empty))
         a, b = statistics.median(theirs) * 1000, statistics.median(mine) * 1000
         print(f"{label:38s} other {a:7.1f} ms   this {b:7.1f} ms   this/other {b / a:.2f}")
 
