@@ -135,12 +135,8 @@ def option_dest(option: str) -> str:
 
 def add_replaced_options(group: Any) -> None:
     for option, (metavar, instead) in REPLACED_OPTIONS.items():
-        if metavar is None:
-            group.addoption(option, action="store_true", default=False,
-                            help=f"pytest-gpu-proof's option, accepted and ignored: {instead}")
-        else:
-            group.addoption(option, default=None, metavar=metavar,
-                            help=f"pytest-gpu-proof's option, accepted and ignored: {instead}")
+        takes = dict(action="store_true", default=False) if metavar is None else dict(default=None, metavar=metavar)
+        group.addoption(option, help=f"pytest-gpu-proof's option, accepted and ignored: {instead}", **takes)
 
 
 def replaced_option_notes(getoption: Any) -> list[str]:

@@ -8,6 +8,7 @@ config instead.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import tomllib
@@ -41,10 +42,14 @@ def glob_matches(pattern: str, path: str) -> bool:
     Written here because ``glob.translate`` is Python 3.13+ and ``fnmatch`` lets
     ``*`` cross folders, which would select far more tests than written.
     """
+    return _glob_regex(pattern).fullmatch(path) is not None
+
+
+@functools.lru_cache(maxsize=256)  # asked once per collected test and pattern
+def _glob_regex(pattern: str) -> re.Pattern[str]:
     parts = re.split(r"(\*\*/|\*\*|\*|\?|\[!?[^\]/]+\])", pattern)
     wildcard = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
-    regex = "".join(wildcard.get(p) or _char_set(p) or re.escape(p) for p in parts if p)
-    return re.fullmatch(regex, path) is not None
+    return re.compile("".join(wildcard.get(p) or _char_set(p) or re.escape(p) for p in parts if p))
 
 
 def _char_set(part: str) -> str | None:

@@ -25,6 +25,7 @@ import pygit2
 
 from gitproof import signing
 from gitproof.compat import Personal
+from gitproof.policy import Policy, PolicyError, load_policy
 from gitproof.record import policy_key
 from gitproof.signing import SigningError, SigningKey
 
@@ -47,9 +48,10 @@ def plan_signing(repo: pygit2.Repository, key: str | None, key_env: str | None, 
     plan = SigningPlan(key, key_env)
     if key and key_env:
         return plan  # the recorder refuses the pair, saying why
-    defaults = _personal_defaults(repo)
+    policy = _policy_or_none(repo)
+    defaults = policy.personal if policy is not None else Personal()
     resolved = (signing.key_from_env(repo, key_env) if key_env
-                else signing.resolve_signing_key(repo, key or defaults.key))
+                else signing.resolve_signing_key(repo, key or (policy_key(policy, repo.workdir) if policy else None)))
     who = principal or defaults.principal or signing.default_principal(repo)
     if signing.public_key_of(resolved).startswith("sk-"):
         return plan  # a FIDO key would ask for a touch now and again at the end: no probe
@@ -59,21 +61,19 @@ def plan_signing(repo: pygit2.Repository, key: str | None, key_env: str | None, 
         if not signing.needs_passphrase(resolved):
             raise SigningError(f"the signing key cannot sign: {exc}{_agent_hint(resolved)}") from exc
         resolved, signature = _unlocked(repo, resolved, plan, interactive, say)
-    warning = signer_warning(repo, who, signature)
+    warning = signer_warning(repo, policy, who, signature) if policy is not None else None
     if warning:
         plan.warnings.append(warning)
     return plan
 
 
-def _personal_defaults(repo: pygit2.Repository) -> Personal:
-    """pytest-gpu-proof's ``key_path`` and ``github_username``, as the recorder reads them."""
-    from gitproof.policy import PolicyError, load_policy
-
+def _policy_or_none(repo: pygit2.Repository) -> Policy | None:
+    """The policy, read once for both the key defaults and the trust check; None when it is
+    invalid (the run itself then refuses, saying why)."""
     try:
-        policy = load_policy(repo)
+        return load_policy(repo)
     except PolicyError:
-        return Personal()  # the run itself refuses an invalid policy, saying why
-    return Personal(key=policy_key(policy, repo.workdir), principal=policy.personal.principal)
+        return None
 
 
 def _unlocked(repo: pygit2.Repository, key: SigningKey, plan: SigningPlan, interactive: bool,
@@ -99,22 +99,19 @@ def _agent_hint(key: SigningKey) -> str:
     return ""
 
 
-def signer_warning(repo: pygit2.Repository, principal: str, signature: str) -> str | None:
+def signer_warning(repo: pygit2.Repository, policy: Policy, principal: str, signature: str) -> str | None:
     """Why ``verify`` would not accept this signer here, or None.
 
     Asks the repository's own trust roots to judge the probe signature, as
     they will judge the receipt's. A policy that names GitHub as the signer
     source is not asked (that would fetch keys before every run).
     """
-    from gitproof.policy import PolicyError, load_policy
     from gitproof.trust import AllowedSignersSource, TrustError, load_trust
 
     try:
-        trust = load_trust(repo, load_policy(repo))
+        trust = load_trust(repo, policy)
     except TrustError as exc:
         return f"receipts cannot be verified in this repository yet: {exc}"
-    except PolicyError:
-        return None  # the run itself refuses an invalid policy, saying why
     if not isinstance(trust.source, AllowedSignersSource):
         return None
     decision = trust.source.decide(signing.PROBE_PAYLOAD, signature, principal, trust.now)

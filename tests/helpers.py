@@ -84,6 +84,21 @@ def commit_all(root: Path, message: str = "change") -> str:
     return git(root, "rev-parse", "HEAD")
 
 
+def init_repo(root: Path, email: str = "runner@example.com", name: str = "Test Runner",
+              key_dir: Path | None = None) -> Key | None:
+    """``git init`` at ``root`` (made if missing) with an identity set in the repository itself
+    (pytester points HOME elsewhere); with ``key_dir``, a fresh key there as user.signingKey."""
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", name)
+    git(root, "config", "user.email", email)
+    if key_dir is None:
+        return None
+    key = generate_key(key_dir)
+    git(root, "config", "user.signingKey", str(key.private))
+    return key
+
+
 def make_project_repo(root: Path) -> Path:
     root.mkdir(parents=True)
     git(root, "init", "-q", "-b", "main")

@@ -18,7 +18,7 @@ from gitproof.receipt import (ReceiptFormatError, SignedReceipt, TestResult, che
 from gitproof.trust import load_trust
 from gitproof.verify import UNVALIDATED, VALIDATED, Verifier, check_json, open_verifier
 from tests.factories import make_receipt
-from tests.helpers import commit_all, generate_key, git, write_files
+from tests.helpers import commit_all, git, write_files, init_repo
 from tests.receipts import POLICY, Project
 from tests.remotes import gp
 
@@ -33,11 +33,8 @@ POLICY_TOML = f'[tool.gpu_proof]\nallowed_signers = "{SIGNERS}"\n'
 def project(pytester: pytest.Pytester) -> Path:
     """A repository whose runs are signed by a key its policy trusts."""
     root = pytester.path
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test Runner")  # pytester points HOME at its own directory
-    git(root, "config", "user.email", "runner@example.com")
-    key = generate_key(root / ".git" / "test-keys")
-    git(root, "config", "user.signingKey", str(key.private))
+    key = init_repo(root, key_dir=root / ".git" / "test-keys")
+    assert key is not None
     write_files(root, {
         ".gitignore": "__pycache__/\n.pytest_cache/\n",
         "src/kernel.py": "X = 1\n",

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from gitproof.compat import PEER_KEYS, REPLACED, REPLACED_OPTIONS, translate
 from gitproof.notes import NotesStore
 from gitproof.policy import PolicyError, policy_from_toml
-from tests.helpers import commit_all, generate_key, git, write_files
+from tests.helpers import commit_all, generate_key, git, write_files, init_repo
 
 BIN = str(Path(sys.executable).parent)
 H100 = ("0, NVIDIA H100 80GB HBM3, GPU-11111111-2222-3333-4444-555555555555, 550.54.15, 81559, "
@@ -95,10 +95,7 @@ def receipts(root: Path):
 def peer_project(tmp_path: Path) -> Path:
     """A repository set up as pytest-gpu-proof's README says, its key named by key_path."""
     root = tmp_path / "project"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Alice")
-    git(root, "config", "user.email", "alice@example.com")
+    init_repo(root, email="alice@example.com", name="Alice")
     key = generate_key(tmp_path / "keys")
     write_files(root, {
         "pyproject.toml": PEER_TABLE + f'key_path = "{key.private}"\n',
@@ -198,12 +195,7 @@ def test_require_gpu_in_the_policy_rejects_a_receipt_without_a_gpu(peer_project,
 @pytest.fixture
 def plain_project(tmp_path: Path) -> Path:
     root = tmp_path / "plain"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "runner@example.com")
-    git(root, "config", "user.name", "Runner")
-    key = generate_key(tmp_path / "plain-keys")
-    git(root, "config", "user.signingKey", str(key.private))
+    init_repo(root, key_dir=tmp_path / "plain-keys")
     write_files(root, {
         "src/ops.py": "X = 1\n",
         "tests/test_k.py": ("import pytest\n\n@pytest.mark.gpu_kernel\ndef test_kernel(): pass\n\n"

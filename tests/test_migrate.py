@@ -16,7 +16,7 @@ import pytest
 
 from gitproof.migrate import DEFAULT_SIGNERS_FILE, MigrateError, plan
 from gitproof.policy import policy_from_toml
-from tests.helpers import commit_all, git, write_files
+from tests.helpers import commit_all, write_files, init_repo
 
 BIN = str(Path(sys.executable).parent)
 
@@ -120,10 +120,7 @@ def gp(root: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "a@example.com")
-    git(root, "config", "user.name", "A")
+    init_repo(root, email="a@example.com", name="A")
     write_files(root, {"pyproject.toml": PEER,
                        "src/a.py": "A = 1\n", "gpu-proof.json": "{}\n"})
     commit_all(root, "peer project")

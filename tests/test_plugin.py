@@ -9,7 +9,7 @@ import pytest
 
 from gitproof.notes import NOTES_REF, NotesStore
 from gitproof.pending import PendingStore
-from tests.helpers import commit_all, generate_key, git
+from tests.helpers import commit_all, git, init_repo
 
 pytest_plugins = ["pytester"]
 
@@ -71,11 +71,7 @@ def test_cpu_only(): pass
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Path:
     root = pytester.path
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test Runner")  # pytester points HOME at its own directory
-    git(root, "config", "user.email", "runner@example.com")
-    key = generate_key(root / ".git" / "test-keys")
-    git(root, "config", "user.signingKey", str(key.private))
+    init_repo(root, key_dir=root / ".git" / "test-keys")
     (root / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n")
     (root / "src").mkdir()
     (root / "src" / "kernel.py").write_text("X = 1\n")

@@ -151,3 +151,14 @@ def test_a_pyproject_at_a_revision_that_is_not_a_file_is_a_policy_error(repo, ma
     commit_all(repo, "odd pyproject")
     with pytest.raises(PolicyError, match=message):
         load_policy(pygit2.Repository(str(repo)), "HEAD")
+
+
+def test_a_huge_pyproject_at_a_revision_is_not_read(repo):
+    from gitproof.files import MAX_TRUST_FILE
+    from gitproof.policy import load_policy
+    from tests.helpers import commit_all
+
+    (repo / "pyproject.toml").write_bytes(b"#" * (MAX_TRUST_FILE + 1))
+    commit_all(repo, "huge pyproject")
+    with pytest.raises(PolicyError, match="over the .*-byte limit; not read"):
+        load_policy(pygit2.Repository(str(repo)), "HEAD")

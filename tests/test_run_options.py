@@ -20,7 +20,7 @@ import pytest
 from gitproof import ci_context
 from gitproof.notes import NOTES_REF, NotesStore
 from gitproof.pending import PendingStore
-from tests.helpers import Key, commit_all, generate_key, git, write_files
+from tests.helpers import Key, commit_all, generate_key, git, write_files, init_repo
 
 pytest_plugins = ["pytester"]
 
@@ -56,11 +56,7 @@ def test_no_device(): pytest.skip("needs a device")
 def project(pytester: pytest.Pytester) -> Path:
     """A committed repository with src/ and tests/, signing with a real key."""
     root = pytester.path
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test Runner")
-    git(root, "config", "user.email", "runner@example.com")
-    key = generate_key(root / ".git" / "test-keys")
-    git(root, "config", "user.signingKey", str(key.private))
+    init_repo(root, key_dir=root / ".git" / "test-keys")
     write_files(root, {
         ".gitignore": "__pycache__/\n.pytest_cache/\n",
         "src/kernel.py": "X = 1\n",
