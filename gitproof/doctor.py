@@ -15,15 +15,15 @@ from typing import Any
 
 import pygit2
 
-from gitproof.git import ConfigLevel, config_bool, config_entries, config_value, hooks_dir
+from gitproof.git import ConfigLevel, config_entries, config_value, hooks_dir
 from gitproof.install import (
     CHAINED_SUFFIX,
     COMMAND,
     DISPLAY_REF_KEY,
     MERGE_STRATEGY,
     MERGE_STRATEGY_KEY,
+    REWRITE_REF_KEY,
     chained_path,
-    covering_value,
     forced_notes_refspecs,
     hook_script,
     is_gitproof_hook,
@@ -120,14 +120,6 @@ def _check_chained(label: str, path: Path) -> Check:
 # -- notes configuration -----------------------------------------------------------------------
 
 
-def _check_notes_list(repo: pygit2.Repository, key: str, why: str) -> Check:
-    covering = covering_value(repo, key)
-    if covering is None:
-        return Check(key, WARN, f"does not include {NOTES_REF}: {why}", INSTALL_FIX)
-    via = "" if covering[0] == NOTES_REF else f" (via {covering[0]})"
-    return Check(key, OK, f"includes {NOTES_REF}{via}")
-
-
 def _check_display_ref(repo: pygit2.Repository) -> Check:
     """Not needed; warned about only as older installs set it (exactly our ref, locally)."""
     local = [value for value, level in config_entries(repo, DISPLAY_REF_KEY)
@@ -140,16 +132,16 @@ def _check_display_ref(repo: pygit2.Repository) -> Check:
 
 
 def _check_rewrite_ref(repo: pygit2.Repository) -> Check:
-    check = _check_notes_list(repo, "notes.rewriteRef",
-                              "`git commit --amend` and `git rebase` drop receipts")
-    if check.status != OK:
-        return check
-    off = [cmd for cmd in ("amend", "rebase") if config_bool(repo, f"notes.rewrite.{cmd}") is False]
-    if off:
-        keys = ", ".join(f"notes.rewrite.{cmd}" for cmd in off)
-        return Check(check.name, WARN, f"{keys} false: receipts are not copied there",
-                     f"git config --unset {'notes.rewrite.' + off[0]}")
-    return check
+    """Not needed any more, and warned about where an older install set it: git's copy of a note
+    during amend and rebase raced with gitproof's own writes."""
+    local = [value for value, level in config_entries(repo, REWRITE_REF_KEY)
+             if value == NOTES_REF and level == ConfigLevel.LOCAL]
+    if local:
+        return Check(REWRITE_REF_KEY, WARN, f"includes {NOTES_REF} (set by an older install): not needed, "
+                     "receipts are found by their trees; git's copy during amend and rebase races with "
+                     "gitproof's note writes", INSTALL_FIX)
+    return Check(REWRITE_REF_KEY, OK, "not needed: receipts are found by their trees after an amend, "
+                                      "rebase, squash or cherry-pick")
 
 
 def _check_merge_strategy(repo: pygit2.Repository) -> Check:

@@ -6,18 +6,21 @@ is already there and is not ours is kept as ``<name>.chained`` and run by
 ours first, so nothing is ever clobbered; ``uninstall`` puts it back. Our
 hooks are recognised by the marker line after the shebang.
 
-The notes configuration carries receipts over ``git commit --amend`` and
-``git rebase`` (notes.rewriteRef; safe because a receipt is checked against
-trees, not commit ids) and merges both sides of a notes merge
-(notes.gpu-proof.mergeStrategy = union). It does not add receipts to plain
-``git log`` (notes.displayRef): a receipt lists every test, so each commit
-would take hundreds of lines; ``git log --notes=gpu-proof`` shows them.
-Install removes the displayRef value older versions set. gitproof.doctor
-checks all of it.
+The notes configuration merges both sides of a notes merge
+(notes.gpu-proof.mergeStrategy = union). Two values older versions set are
+removed by install and uninstall alike (exactly ``refs/notes/gpu-proof``, in
+the repository's own config; other values are the user's):
+
+- notes.displayRef: a receipt lists every test, so plain ``git log`` took
+  hundreds of lines a commit; ``git log --notes=gpu-proof`` shows them.
+- notes.rewriteRef: receipts are found by their trees (gitproof.tree_index),
+  so an amended, rebased, squashed or cherry-picked commit needs no copy, and
+  git's copy during amend and rebase raced with gitproof's own note writes.
+
+gitproof.doctor checks all of it.
 """
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 import shutil
@@ -40,8 +43,12 @@ COMMAND = "git-gpu-proof"
 MERGE_STRATEGY_KEY = "notes.gpu-proof.mergeStrategy"
 MERGE_STRATEGY = "union"
 DISPLAY_REF_KEY = "notes.displayRef"  # set by earlier versions; removed by install now
-INSTALL_KEYS = ("notes.rewriteRef",)
-UNINSTALL_KEYS = (DISPLAY_REF_KEY, "notes.rewriteRef")
+REWRITE_REF_KEY = "notes.rewriteRef"  # likewise
+OLDER_KEYS = {
+    DISPLAY_REF_KEY: "plain `git log` stays short; `git log --notes=gpu-proof` shows the receipts",
+    REWRITE_REF_KEY: ("receipts are found by their trees after an amend, rebase, squash or cherry-pick, "
+                      "and git's copy raced with gitproof's own note writes"),
+}
 
 # Hook outcomes.
 INSTALLED = "installed"
@@ -162,8 +169,7 @@ def install(repo: pygit2.Repository) -> InstallReport:
     except OSError as exc:
         raise InstallError(f"cannot write hooks in {directory}: {exc}") from exc
     with _config_errors(repo):
-        report.config = [*(_add_multivar(repo, key) for key in INSTALL_KEYS), _set_merge_strategy(repo)]
-        report.config += _drop_display_ref(repo)
+        report.config = [_set_merge_strategy(repo), *_drop_older_values(repo)]
     report.warnings += [r.warning for r in forced_notes_refspecs(repo)]
     report.warnings += [step.detail for step in report.config if step.outcome == CONFLICT]
     return report
@@ -248,39 +254,18 @@ def _config_errors(repo: pygit2.Repository) -> Iterator[None]:
         raise InstallError(f"cannot update the git config in {common_dir(repo)}: {exc}") from exc
 
 
-def covering_value(repo: pygit2.Repository, key: str) -> tuple[str, ConfigLevel] | None:
-    """The value of a notes ref list (exact or glob) that already names our ref."""
-    for value, level in config_entries(repo, key):
-        if value == NOTES_REF or fnmatch.fnmatchcase(NOTES_REF, value):
-            return value, level
-    return None
-
-
-def _add_multivar(repo: pygit2.Repository, key: str) -> ConfigStep:
-    covering = covering_value(repo, key)
-    if covering is None:
-        # The value pattern matches nothing yet, so libgit2 appends a new value.
-        repo.config.set_multivar(key, _VALUE_PATTERN, NOTES_REF)
-        return ConfigStep(key, NOTES_REF, SET, "set")
-    value, level = covering
-    where = "" if level >= ConfigLevel.LOCAL else f" in {level.name.lower()} config"
-    how = "already set" if value == NOTES_REF else f"already covered by {value}"
-    return ConfigStep(key, NOTES_REF, UNCHANGED, how + where)
-
-
-def _drop_display_ref(repo: pygit2.Repository) -> list[ConfigStep]:
-    """Remove ``notes.displayRef = refs/notes/gpu-proof`` from the repository's own config.
-
-    Older installs set it, and plain ``git log`` then printed every receipt
-    (one line per test) under each commit. Other values, and values in the
-    global config, are the user's own and stay.
-    """
-    step = _remove_multivar(repo, DISPLAY_REF_KEY)
-    if step.outcome != REMOVED:
-        return []
-    return [ConfigStep(DISPLAY_REF_KEY, NOTES_REF, REMOVED,
-                       "removed (an older install set it): plain `git log` stays short; "
-                       "`git log --notes=gpu-proof` shows the receipts")]
+def _drop_older_values(repo: pygit2.Repository) -> list[ConfigStep]:
+    """Remove the values older installs set: ``refs/notes/gpu-proof`` in the repository's own
+    notes.displayRef and notes.rewriteRef. Other values, and values in the global config, are
+    the user's own and stay."""
+    steps = []
+    for key, why in OLDER_KEYS.items():
+        step = _remove_multivar(repo, key)
+        if step.outcome == REMOVED:
+            steps.append(ConfigStep(key, NOTES_REF, REMOVED, f"removed (an older install set it): {why}"))
+    if steps:
+        _drop_empty_sections(common_dir(repo) / "config")
+    return steps
 
 
 def _set_merge_strategy(repo: pygit2.Repository) -> ConfigStep:
@@ -357,7 +342,7 @@ def uninstall(repo: pygit2.Repository) -> UninstallReport:
     except OSError as exc:
         raise InstallError(f"cannot remove hooks from {directory}: {exc}") from exc
     with _config_errors(repo):
-        report.config = [*(_remove_multivar(repo, key) for key in UNINSTALL_KEYS),
+        report.config = [*(_remove_multivar(repo, key) for key in OLDER_KEYS),
                          _remove_merge_strategy(repo)]
         if any(step.outcome == REMOVED for step in report.config):
             _drop_empty_sections(common_dir(repo) / "config")

@@ -65,17 +65,34 @@ class NotesStore:
     def annotated_commits(self) -> set[str]:
         return set(self.index())
 
+    def blob_id(self, commit_id: str) -> str | None:
+        """The id of the commit's note blob: a lookup at each place git may keep it, no walk."""
+        if self._index is not None:
+            entry = self._index.get(commit_id) if self._index_tip == _id_of(self.tip()) else None
+            return entry[0] if entry else None
+        tip = self.tip()
+        if tip is None or not _HEX_NAME.match(commit_id):
+            return None
+        tree = tip.tree  # read once: each ``.tree`` parses the root tree again
+        for path in _fanout_paths(commit_id, len(commit_id) // 2 - 1):
+            try:
+                entry = tree[path]
+            except KeyError:
+                continue
+            if entry.type_str == "blob":
+                return str(entry.id)
+        return None
+
     def note_bytes(self, commit_id: str) -> bytes | None:
         """The note's bytes exactly as stored."""
-        entry = self.index().get(commit_id)
-        return None if entry is None else _blob(self.repo, entry[0]).data
+        blob_id = self.blob_id(commit_id)
+        return None if blob_id is None else _blob(self.repo, blob_id).data
 
     def entries(self, commit_id: str) -> list[NoteEntry]:
         """Parsed receipts on a commit; parsed once per note blob."""
-        entry = self.index().get(commit_id)
-        if entry is None:
+        blob_id = self.blob_id(commit_id)
+        if blob_id is None:
             return []
-        blob_id = entry[0]
         if blob_id not in self._parsed:
             size = self.blob_size(blob_id)
             self._parsed[blob_id] = (
@@ -141,6 +158,10 @@ class NotesStore:
         return cast(pygit2.Oid, ref.target) if ref is not None else None  # a direct ref
 
 
+def _id_of(commit: pygit2.Commit | None) -> str | None:
+    return str(commit.id) if commit else None
+
+
 def _blob(repo: pygit2.Repository, blob_id: str) -> pygit2.Blob:
     return cast(pygit2.Blob, repo[blob_id])  # the index lists blobs only
 
@@ -153,9 +174,10 @@ def _existing_note(tip: pygit2.Commit | None, commit_id: str) -> tuple[bytes, st
     """The commit's note blob, raw, and where it sits in the notes tree."""
     if tip is None:
         return None
+    tree = tip.tree
     for path in _fanout_paths(commit_id):
         try:
-            entry = tip.tree[path]
+            entry = tree[path]
         except KeyError:
             continue
         if isinstance(entry, pygit2.Blob):

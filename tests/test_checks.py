@@ -409,7 +409,10 @@ def test_show_names_the_ancestor_that_holds_the_receipt_of_an_unchanged_commit(c
     assert shown.stdout == (f"no receipts on {head[:10]}; its fingerprint trees are unchanged from {holder[:10]}, "
                             f"which holds the receipt (see `git gpu-proof show {holder[:10]}`)\n")
     data = json.loads(gp(cli_project, "show", "--json").stdout)
+    validated_by = data.pop("validated_by")
     assert data == {"commit": head, "receipts": [], "unchanged_from": holder}
+    assert validated_by["note_commit"] == validated_by["made_on"] == holder
+    assert validated_by["relation"] == "ancestor" and validated_by["signer"]
 
 
 def test_show_without_a_covering_receipt_says_why_and_exits_1(cli_project):
@@ -437,7 +440,7 @@ def test_show_names_each_shards_ancestor(tmp_path, keygen):
     shown = suite.gp("show")
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert shown.stdout.splitlines() == [
-        f"no receipts on {c[:10]}; its fingerprint trees are unchanged from ancestors that hold the receipts:",
+        f"no receipts on {c[:10]}; its fingerprint trees are the same as those of the commits that hold the receipts:",
         f"  shard kernels: unchanged from {a[:10]} (see `git gpu-proof show {a[:10]}`)",
         f"  shard io: unchanged from {b[:10]} (see `git gpu-proof show {b[:10]}`)"]
     data = json.loads(suite.gp("show", "--json").stdout)

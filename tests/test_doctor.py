@@ -65,7 +65,7 @@ def test_doctor_on_an_unconfigured_repository(repo):
     status = {c["name"]: c["status"] for c in data["checks"]}
     assert data["ok"] is False
     assert status["pre-push hook"] == "fail" and status["post-commit hook"] == "warn"
-    assert status["notes.rewriteRef"] == "warn"
+    assert status["notes.rewriteRef"] == "ok"  # not needed: receipts are found by their trees
     assert status["notes.displayRef"] == "ok"  # not needed: plain git log stays short
     assert status["notes.gpu-proof.mergeStrategy"] == "warn"
     assert status["signing key"] == "warn" and status["allowed signers"] == "fail"
@@ -84,6 +84,18 @@ def test_doctor_notices_problems_after_install(configured):
     assert status["post-commit hook"] == WARN  # the chained hook would be skipped
     assert status["policy"] == status["allowed signers"] == FAIL
     assert status["notes.gpu-proof.mergeStrategy"] == FAIL
+
+
+def test_doctor_warns_about_an_older_installs_rewrite_ref(configured):
+    git(configured, "config", "--add", "notes.rewriteRef", NOTES_REF)
+    data = json.loads(gp(configured, "doctor", "--json").stdout)
+    [check] = [c for c in data["checks"] if c["name"] == "notes.rewriteRef"]
+    assert check["status"] == "warn" and "races" in check["message"]
+    assert check["fix"] == "git gpu-proof install"
+    assert gp(configured, "install").returncode == 0
+    assert git(configured, "config", "--get-all", "notes.rewriteRef", check=False) == ""
+    data = json.loads(gp(configured, "doctor", "--json").stdout)
+    assert [c["status"] for c in data["checks"] if c["name"] == "notes.rewriteRef"] == ["ok"]
 
 
 def test_doctor_warns_about_an_older_installs_display_ref(configured):

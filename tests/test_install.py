@@ -14,7 +14,8 @@ import pytest
 from gitproof import install as setup
 from gitproof.git import open_repository as open_repo
 from gitproof.notes import NOTES_REF
-from tests.helpers import commit_all, git, make_project_repo, write_files
+from tests.helpers import commit_all, generate_key, git, make_project_repo, write_files
+from tests.receipts import attach_receipt, trust
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = str(Path(sys.executable).parent)
@@ -153,7 +154,8 @@ def test_install_into_a_fresh_repository(tmp_path):
         assert hook.read_bytes() == setup.hook_script(name)
         assert stat.S_IMODE(hook.stat().st_mode) == 0o755
     assert git(root, "config", "--get-all", "notes.displayRef", check=False) == ""  # git log stays short
-    assert git(root, "config", "--get-all", "notes.rewriteRef") == NOTES_REF
+    # receipts are found by their trees: git's own copy on rewrite is not needed, and it raced
+    assert git(root, "config", "--get-all", "notes.rewriteRef", check=False) == ""
     assert git(root, "config", "notes.gpu-proof.mergeStrategy") == "union"
     assert "pre-push      installed" in result.stdout
 
@@ -170,14 +172,23 @@ def test_install_twice_changes_nothing(repo):
     assert data["changed"] is False and state(repo) == before
 
 
-def test_existing_values_are_not_duplicated(repo):
+def test_users_own_values_stay(repo):
     git(repo, "config", "--add", "notes.displayRef", "refs/notes/*")
+    git(repo, "config", "--add", "notes.rewriteRef", "refs/notes/*")
+    report = setup.install(open_repo(repo))
+    assert [(c.key, c.outcome) for c in report.config] == [(setup.MERGE_STRATEGY_KEY, setup.SET)]
+    assert git(repo, "config", "--get-all", "notes.displayRef") == "refs/notes/*"  # the user's own
+    assert git(repo, "config", "--get-all", "notes.rewriteRef") == "refs/notes/*"
+
+
+def test_install_removes_the_rewrite_ref_an_older_install_set(repo):
+    git(repo, "config", "--add", "notes.rewriteRef", "refs/notes/commits")  # the user's own
     git(repo, "config", "--add", "notes.rewriteRef", NOTES_REF)
     report = setup.install(open_repo(repo))
-    assert [(c.key, c.outcome) for c in report.config] == [("notes.rewriteRef", setup.UNCHANGED),
-                                                           (setup.MERGE_STRATEGY_KEY, setup.SET)]
-    assert git(repo, "config", "--get-all", "notes.displayRef") == "refs/notes/*"  # the user's own
-    assert git(repo, "config", "--get-all", "notes.rewriteRef") == NOTES_REF
+    removed = [c for c in report.config if c.outcome == setup.REMOVED]
+    assert [c.key for c in removed] == ["notes.rewriteRef"] and "found by their trees" in removed[0].detail
+    assert git(repo, "config", "--get-all", "notes.rewriteRef") == "refs/notes/commits"
+    assert not setup.install(open_repo(repo)).changed
 
 
 def test_other_merge_strategy_is_left_alone_with_a_warning(repo):
@@ -363,17 +374,24 @@ def test_install_reports_the_display_ref_removal_as_a_change(repo):
 
 @pytest.mark.parametrize("rewrite", [["commit", "--amend", "--allow-empty", "-q", "-m", "amended"],
                                      ["rebase", "-q", "--force-rebase", "HEAD~1"]])
-def test_rewritten_commit_keeps_its_receipt(repo, rewrite):
+def test_rewritten_commit_is_validated_without_a_copied_note(repo, rewrite, tmp_path):
+    """Nothing copies the note any more: the receipt is found by the rewritten commit's trees."""
+    key = generate_key(tmp_path / "keys")
+    trust(repo, key)
     write_files(repo, {"src/more.py": "x = 1\n"})
     commit_all(repo, "second")
     setup.install(open_repo(repo))
     old = git(repo, "rev-parse", "HEAD")
-    git(repo, "notes", "--ref=gpu-proof", "add", "-m", "receipt text", "HEAD")
+    attach_receipt(repo, key)
     # a new committer date, so even a same-second rebase makes a new commit
     env = {**os.environ, "GIT_COMMITTER_DATE": "2001-02-03T04:05:06Z"}
     assert run_git(repo, *rewrite, env=env).returncode == 0
     assert git(repo, "rev-parse", "HEAD") != old
-    assert git(repo, "notes", "--ref=gpu-proof", "show", "HEAD") == "receipt text"
+    assert git(repo, "notes", "--ref=gpu-proof", "list", "HEAD", check=False) == ""  # no copy was made
+    result = gp(repo, "verify", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    validated_by = json.loads(result.stdout)["results"][0]["validated_by"]
+    assert validated_by["note_commit"] == old and validated_by["relation"] == "same code"
 
 
 # -- forced fetch refspecs -------------------------------------------------------------------
@@ -422,18 +440,27 @@ def test_uninstall_from_a_fresh_repository_leaves_config_as_it_was(repo):
     result = gp(repo, "uninstall", "--json")
     assert result.returncode == 0
     assert {c["key"]: c["outcome"] for c in json.loads(result.stdout)["config"]} == {
-        "notes.displayRef": setup.ABSENT, "notes.rewriteRef": setup.REMOVED,
+        "notes.displayRef": setup.ABSENT, "notes.rewriteRef": setup.ABSENT,
         setup.MERGE_STRATEGY_KEY: setup.REMOVED}
     assert state(repo) == before
 
 
-def test_uninstall_still_removes_an_older_installs_display_ref(repo):
+@pytest.mark.parametrize("key", ["notes.displayRef", "notes.rewriteRef"])
+def test_uninstall_still_removes_what_an_older_install_set(repo, key):
     before = state(repo)
     setup.install(open_repo(repo))
-    git(repo, "config", "--add", "notes.displayRef", NOTES_REF)
+    git(repo, "config", "--add", key, NOTES_REF)
     report = setup.uninstall(open_repo(repo))
-    assert [c.outcome for c in report.config if c.key == "notes.displayRef"] == [setup.REMOVED]
+    assert [c.outcome for c in report.config if c.key == key] == [setup.REMOVED]
     assert state(repo) == before
+
+
+def test_uninstall_leaves_a_users_own_rewrite_ref(repo):
+    setup.install(open_repo(repo))
+    git(repo, "config", "--add", "notes.rewriteRef", "refs/notes/*")
+    report = setup.uninstall(open_repo(repo))
+    assert [c.outcome for c in report.config if c.key == "notes.rewriteRef"] == [setup.ABSENT]
+    assert git(repo, "config", "--get-all", "notes.rewriteRef") == "refs/notes/*"
 
 
 def test_uninstall_leaves_a_foreign_hook_alone(repo):

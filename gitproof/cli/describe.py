@@ -7,7 +7,7 @@ from gitproof.cli.common import short, styled
 from gitproof.gpu import milliseconds as _milliseconds
 from gitproof.receipt import CheckRecord, Receipt, TestResult
 from gitproof.text import printable, terminal_safe
-from gitproof.verify import UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
+from gitproof.verify import ELSEWHERE, UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
 
 def gpu_text(receipt: Receipt) -> str:
@@ -132,11 +132,19 @@ def receipt_brief(receipt: Receipt) -> str:
     return f"{printable(receipt.signer)} on {gpu_text(receipt)}, {when}, {receipt.mode}"
 
 
+def found_on(verdict: CommitVerdict) -> str:
+    """Where the receipt behind an ``unchanged`` verdict was made, in words."""
+    holder = short(verdict.receipt.note_commit) if verdict.receipt else "?"
+    if verdict.relation == ELSEWHERE:
+        return f"same GPU code as {holder}, where the receipt was made"
+    return f"GPU paths unchanged since {holder}"
+
+
 def _shard_summary(verdict: CommitVerdict) -> str:
     parts = []
     for name, part in verdict.shards.items():
         if part.state == UNCHANGED and part.receipt:
-            parts.append(f"{name} unchanged since {short(part.receipt.note_commit)}")
+            parts.append(f"{name} {found_on(part)}")
         else:
             parts.append(f"{name} {part.state}")
     return "shards: " + ", ".join(parts)
@@ -152,7 +160,7 @@ def commit_line(verdict: CommitVerdict, subject: str = "") -> str:
     elif verdict.ok and verdict.receipt and verdict.receipt.signed:
         detail = receipt_brief(verdict.receipt.signed.receipt)
         if verdict.state == UNCHANGED:
-            detail = f"GPU paths unchanged since {short(verdict.receipt.note_commit)}: {detail}"
+            detail = f"{found_on(verdict)}: {detail}"
     else:
         detail = "; ".join(r.message for r in verdict.reasons)
     return f"{head} {printable(subject) + ' - ' if subject else ''}{detail}"

@@ -10,7 +10,7 @@ import typer
 from gitproof.cli.common import emit_json, errors_as_exit, open_repo, resolve_commit, short, warn_about_trust
 from gitproof.cli.describe import receipt_block
 from gitproof.text import printable
-from gitproof.verify import UNCHANGED, CommitVerdict, ReceiptVerdict, Verifier, open_verifier
+from gitproof.verify import ELSEWHERE, UNCHANGED, CommitVerdict, ReceiptVerdict, Verifier, open_verifier
 
 
 def command(
@@ -20,10 +20,12 @@ def command(
 ) -> None:
     """Show the receipts attached to REV and whether each one is valid for it.
 
-    With no receipt on REV, say which ancestor's receipt covers it when its
-    fingerprint trees are unchanged from that ancestor's. Exit status: 0 when
-    REV holds receipts (valid or not) or is validated through such an ancestor,
-    1 otherwise, 2 on a usage or configuration error.
+    With no receipt on REV, say which commit's receipt covers it: an ancestor
+    whose fingerprint trees are unchanged, or a commit with the same GPU code
+    elsewhere (the pull request head of a squash, rebase or cherry-pick).
+    Exit status: 0 when REV holds receipts (valid or not) or is validated
+    through another commit's receipt, 1 otherwise, 2 on a usage or
+    configuration error.
     """
     repo = open_repo()
     commit = resolve_commit(repo, rev)
@@ -50,13 +52,14 @@ def command(
 
 
 def _no_receipts(verifier: Verifier, commit: pygit2.Commit, as_json: bool) -> None:
-    """No note on the commit: name the ancestor whose receipt covers it, or say why none does."""
+    """No note on the commit: name the commit whose receipt covers it, or say why none does."""
     verdict = verifier.verify(commit)
     holders = verdict.holders() if verdict.state == UNCHANGED else {}
     if as_json:
         data: dict[str, Any] = {"commit": str(commit.id), "receipts": []}
         if holders:
             data["unchanged_from"] = cast(ReceiptVerdict, verdict.receipt).note_commit  # sharded: the newest's
+            data["validated_by"] = verdict.validated_by()
             if verdict.shards:
                 data["unchanged_from_shards"] = holders
         emit_json(data)
@@ -71,11 +74,12 @@ def _no_receipts_text(commit: str, verdict: CommitVerdict, holders: dict[str, st
         return "\n".join([head, *(f"  ! {r.message}" for r in verdict.reasons)])  # messages are escaped
     if list(holders) == [""]:
         holder = short(holders[""])
-        return (f"{head}; its fingerprint trees are unchanged from {holder}, which holds the receipt "
-                f"(see `git gpu-proof show {holder}`)")
+        relation = ("its GPU code is the same as that of" if verdict.relation == ELSEWHERE
+                    else "its fingerprint trees are unchanged from")
+        return f"{head}; {relation} {holder}, which holds the receipt (see `git gpu-proof show {holder}`)"
     parts = [f"shard {printable(name)}: unchanged from {short(sha)} (see `git gpu-proof show {short(sha)}`)"
              for name, sha in holders.items()]
-    return "\n".join([f"{head}; its fingerprint trees are unchanged from ancestors that hold the receipts:",
+    return "\n".join([f"{head}; its fingerprint trees are the same as those of the commits that hold the receipts:",
                       *(f"  {part}" for part in parts)])
 
 

@@ -13,6 +13,11 @@ VALIDATED = "validated"
 UNCHANGED = "unchanged"
 UNVALIDATED = "unvalidated"
 
+# Where the receipt that validates a commit was made, relative to the commit.
+SELF = "this commit"
+ANCESTOR = "ancestor"  # an earlier commit with the same GPU code
+ELSEWHERE = "same code"  # a commit that is not an ancestor: a squash, rebase or cherry-pick of it
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -61,8 +66,10 @@ class ReceiptVerdict:
 
 @dataclass
 class CommitVerdict:
-    """A commit: validated (a receipt on it), unchanged (a receipt on a same-code ancestor),
-    or unvalidated, with the reasons; a sharded commit has one verdict per shard."""
+    """A commit: validated (a receipt on it), unchanged (a valid receipt for the same GPU code made
+    on another commit: an ancestor, or a commit it was squashed, rebased or cherry-picked from), or
+    unvalidated, with the reasons; a sharded commit has one verdict per shard. ``relation`` says
+    where the validating receipt was made (SELF, ANCESTOR, ELSEWHERE)."""
 
     commit: str
     state: str
@@ -70,10 +77,19 @@ class CommitVerdict:
     receipt: ReceiptVerdict | None = None
     reasons: list[Failure] = field(default_factory=list)
     shards: dict[str, CommitVerdict] = field(default_factory=dict)
+    relation: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.state in (VALIDATED, UNCHANGED)
+
+    def validated_by(self) -> dict[str, Any] | None:
+        """Which receipt validates the commit and where it was made; None when none does."""
+        if not self.ok or self.receipt is None or self.receipt.signed is None:
+            return None
+        r = self.receipt.signed.receipt
+        return {"note_commit": self.receipt.note_commit, "made_on": r.commit, "relation": self.relation,
+                "signer": r.signer, "key": r.key_fingerprint, "finished": r.finished.isoformat()}
 
     def holders(self) -> dict[str, str]:
         """Which commit holds the receipt that validates each scope: ``{"": commit}`` unsharded,
@@ -95,6 +111,7 @@ class CommitVerdict:
         data = {"commit": self.commit, "state": self.state, "valid": self.ok,
                 "trees": self.trees,
                 "receipt": self.receipt.to_json() if self.receipt else None,
+                "validated_by": None if self.shards else self.validated_by(),
                 "reasons": [r.to_json() for r in self.reasons]}
         if self.shards:
             data["shards"] = {name: v.to_json() for name, v in self.shards.items()}

@@ -3,16 +3,17 @@
 A receipt validates commit C when it is well formed, its signature checks
 out against the trust roots (gitproof.trust), and it passes every check of
 the policy (gitproof.verify.checks), its fingerprint trees equal to C's at
-the policy's paths. It may sit on C or on any ancestor reachable through
-commits with the same trees: the `Verifier` searches that history, nearest
-first, per scope (the whole fingerprint, or each shard).
+the policy's paths. Where the receipt's note is attached does not matter: a
+receipt vouches for code, so it may sit on C, on an ancestor, or on a commit C
+was squashed, rebased or cherry-picked from. The `Verifier` finds candidates
+through gitproof.tree_index and judges each in full, per scope (the whole
+fingerprint, or each shard), preferring C's own receipt, then an ancestor's.
 """
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pygit2
 
 from gitproof.fingerprint import Trees, changed_fingerprint_paths, commit_trees
 from gitproof.notes import NotesStore
+from gitproof.tree_index import TreeIndex
 from gitproof.policy import Policy, PolicyError, load_policy, node_ids_in, read_node_ids, read_policy_file, selects
 from gitproof.receipt import SignedReceipt
 from gitproof.trust import RefuseAll, Trust, TrustError, load_trust
@@ -29,7 +31,8 @@ from gitproof.verify.checks import (ChecksPassed, CoversTrees, Fresh, InScope, M
                                     SkipsAllowed, TestsPassed, listing)
 from gitproof.verify.codes import Code
 from gitproof.verify.gpu_checks import GpuKernelsRan, GpuUsed
-from gitproof.verify.verdicts import UNCHANGED, UNVALIDATED, VALIDATED, CommitVerdict, Failure, ReceiptVerdict
+from gitproof.verify.verdicts import (ANCESTOR, ELSEWHERE, SELF, UNCHANGED, UNVALIDATED, VALIDATED, CommitVerdict,
+                                      Failure, ReceiptVerdict)
 
 _HISTORY_LIMIT = 500
 
@@ -70,6 +73,8 @@ class Verifier:
         self.scopes = _scopes(policy)
         self.all_paths = sorted({p for scope in self.scopes for p in scope.paths})
         self._memo: dict[tuple[str, str | None], CommitVerdict] = {}
+        self._judgements: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], ReceiptVerdict] = {}
+        self.tree_index = TreeIndex(self.notes, [(scope.shard, scope.paths) for scope in self.scopes])
 
     def trees_of(self, commit: pygit2.Commit, scope: Scope | None = None) -> Trees:
         """The commit's trees at one scope's paths, or at every path the policy fingerprints."""
@@ -135,8 +140,7 @@ class Verifier:
         return _combine(str(commit.id), self.trees_of(commit), parts)
 
     def verify_all(self, commits: Sequence[pygit2.Commit]) -> list[CommitVerdict]:
-        """Each commit's verdict, in the order given (newest first, as git log lists them);
-        judged oldest first, so that each commit can reuse its parent's verdict."""
+        """Each commit's verdict, in the order given (newest first, as git log lists them)."""
         verdicts = {c.id: self.verify(c) for c in reversed(commits)}
         return [verdicts[c.id] for c in commits]
 
@@ -147,41 +151,74 @@ class Verifier:
         return self._memo[key]
 
     def _search(self, commit: pygit2.Commit, scope: Scope) -> CommitVerdict:
-        """Search the commit and its same-tree ancestors, nearest first, for a valid receipt."""
+        """The best valid receipt for the commit's trees: on the commit itself, then on an
+        ancestor, then anywhere else in the notes (a squash, rebase or cherry-pick)."""
         trees = self.trees_of(commit, scope)
+        candidates = self.candidates(commit, scope, trees)
+        valid = [v for v in candidates if v.ok]
+        if valid:
+            best, relation = self._nearest(commit, valid)
+            state = VALIDATED if relation == SELF else UNCHANGED
+            return CommitVerdict(str(commit.id), state, trees, best, relation=relation)
         reasons: list[Failure] = []
-        seen = {commit.id}
-        queue = deque([commit])
-        while queue:
-            current = queue.popleft()
-            known = self._memo.get((str(current.id), scope.shard)) if current.id != commit.id else None
-            if known is not None:
-                if known.ok:
-                    return CommitVerdict(str(commit.id), UNCHANGED, trees, known.receipt)
-                reasons += [r for r in known.reasons if r not in reasons]
-                continue  # its own same-tree ancestors were searched already
-            for verdict in self._scoped_receipts(current, trees, scope):
-                if verdict.ok:
-                    state = VALIDATED if current.id == commit.id else UNCHANGED
-                    return CommitVerdict(str(commit.id), state, trees, verdict)
-                reasons += [_located(f, current) for f in verdict.failures]
-            for parent in current.parents:
-                if parent.id not in seen and self.trees_of(parent, scope) == trees:
-                    seen.add(parent.id)
-                    queue.append(parent)
+        for verdict in candidates:
+            located = [f if verdict.note_commit == str(commit.id) else _located(f, verdict.note_commit)
+                       for f in verdict.failures]
+            reasons += [f for f in located if f not in reasons]
         if not reasons:
             reasons = [self._history_reason(commit, trees, scope)]
         return CommitVerdict(str(commit.id), UNVALIDATED, trees, None, reasons)
 
-    def _scoped_receipts(self, commit: pygit2.Commit, trees: Trees, scope: Scope) -> list[ReceiptVerdict]:
-        verdicts = []
-        for entry in self.notes.entries(str(commit.id)):
-            if entry.signed is None:
-                verdicts.append(ReceiptVerdict(None, str(commit.id),
-                                               [Failure(Code(entry.code), entry.error or "unreadable")]))
-            elif entry.signed.receipt.shard == scope.shard:
-                verdicts.append(self.judge(entry.signed, trees, str(commit.id), scope))
+    def candidates(self, commit: pygit2.Commit, scope: Scope, trees: Trees | None = None) -> list[ReceiptVerdict]:
+        """Every receipt that could validate the commit for this scope, each judged: the receipts on
+        the commit itself (whatever trees they claim), and those anywhere in the notes that claim
+        the commit's trees (found through the tree index, then read and judged in full)."""
+        trees = self.trees_of(commit, scope) if trees is None else trees
+        own = str(commit.id)
+        verdicts = self._scoped_receipts(own, trees, scope, claiming_only=False)
+        for holder in self.tree_index.holders(scope.shard, scope.paths, trees):
+            if holder != own:
+                verdicts += self._scoped_receipts(holder, trees, scope, claiming_only=True)
         return verdicts
+
+    def _nearest(self, commit: pygit2.Commit, valid: list[ReceiptVerdict]) -> tuple[ReceiptVerdict, str]:
+        """The commit's own receipt, else an ancestor's, else the newest; each with its relation."""
+        own = [v for v in valid if v.note_commit == str(commit.id)]
+        if own:
+            return own[0], SELF
+        newest_first = sorted(valid, key=_finished, reverse=True)
+        for verdict in newest_first:
+            if self._is_ancestor(verdict.note_commit, commit):
+                return verdict, ANCESTOR
+        return newest_first[0], ELSEWHERE
+
+    def _is_ancestor(self, holder: str, commit: pygit2.Commit) -> bool:
+        try:
+            return bool(self.repo.descendant_of(commit.id, holder))
+        except (KeyError, ValueError, pygit2.GitError):
+            return False  # the note sits on a commit this clone does not have
+
+    def _scoped_receipts(self, holder: str, trees: Trees, scope: Scope, claiming_only: bool) -> list[ReceiptVerdict]:
+        """The receipts in one commit's note for this scope, judged; ``claiming_only``: just those
+        that claim these trees (a note found through the index may hold receipts for other code)."""
+        verdicts = []
+        for entry in self.notes.entries(holder):
+            if entry.signed is None:
+                verdicts.append(ReceiptVerdict(None, holder, [Failure(Code(entry.code), entry.error or "unreadable")]))
+            elif entry.signed.receipt.shard != scope.shard:
+                continue
+            elif not claiming_only or _claims(entry.signed, scope, trees):
+                verdicts.append(self._judged(entry.signed, trees, holder, scope))
+        return verdicts
+
+    def _judged(self, signed: SignedReceipt, trees: Trees, holder: str, scope: Scope) -> ReceiptVerdict:
+        """``judge``, once per receipt, scope and code state: a receipt found for many commits
+        with the same trees (a long log) has its signature checked once."""
+        key = (signed.identity, scope.shard, tuple(sorted((p, t or "") for p, t in trees.items())))
+        if key not in self._judgements:
+            self._judgements[key] = self.judge(signed, trees, holder, scope)
+        verdict = self._judgements[key]
+        return verdict if verdict.note_commit == holder else replace(verdict, note_commit=holder)
 
     def _history_reason(self, commit: pygit2.Commit, trees: Trees, scope: Scope) -> Failure:
         """Explain a missing receipt: name the nearest earlier one, if any."""
@@ -194,7 +231,7 @@ class Verifier:
                 break
             if str(ancestor.id) not in annotated:
                 continue
-            for verdict in self._scoped_receipts(ancestor, self.trees_of(ancestor, scope), scope):
+            for verdict in self._scoped_receipts(str(ancestor.id), self.trees_of(ancestor, scope), scope, False):
                 if verdict.ok and verdict.signed is not None:  # a valid verdict always has its receipt
                     recorded = verdict.signed.receipt.trees
                     theirs = {p: recorded.get(p) for p in scope.paths}
@@ -234,8 +271,17 @@ def _combine(commit: str, trees: Trees, parts: dict[str | None, CommitVerdict]) 
     return CommitVerdict(commit, state, trees, newest, reasons, named)
 
 
-def _located(failure: Failure, commit: pygit2.Commit) -> Failure:
-    return Failure(failure.code, f"receipt on {str(commit.id)[:10]}: {failure.message}")
+def _located(failure: Failure, holder: str) -> Failure:
+    return Failure(failure.code, f"receipt on {holder[:10]}: {failure.message}")
+
+
+def _claims(signed: SignedReceipt, scope: Scope, trees: Trees) -> bool:
+    recorded = signed.receipt.trees
+    return all(p in recorded and recorded[p] == trees.get(p) for p in scope.paths)
+
+
+def _finished(verdict: ReceiptVerdict) -> datetime:
+    return verdict.signed.receipt.finished if verdict.signed else datetime.min.replace(tzinfo=timezone.utc)
 
 
 def open_verifier(repo: pygit2.Repository, policy: Policy | None = None,

@@ -10,7 +10,7 @@ import pytest
 from gitproof.policy import Policy
 from gitproof.receipt import TestResult
 from gitproof.trust import TrustError, load_trust
-from gitproof.verify import UNCHANGED, UNVALIDATED, VALIDATED, Verifier, open_verifier
+from gitproof.verify import ANCESTOR, UNCHANGED, UNVALIDATED, VALIDATED, Verifier, open_verifier
 from tests.receipts import POLICY, Project
 from tests.helpers import commit_all, git, write_files
 
@@ -58,9 +58,11 @@ def test_change_then_revert_is_validated_again_by_content(project):
     assert not project.verify().ok
     write_files(project.root, {"src/kernels.py": original})
     commit_all(project.root, "revert")
-    # The old receipt sits behind a changed commit, so it is not found by the walk...
-    assert not project.verify().ok
-    # ...but a receipt copied onto the reverted commit (as notes.rewriteRef would) validates it.
+    # The receipt is found by its trees, though a changed commit lies between it and the revert.
+    verdict = project.verify()
+    assert verdict.state == UNCHANGED and verdict.relation == ANCESTOR
+    assert verdict.receipt is not None and verdict.receipt.note_commit == git(project.root, "rev-parse", "HEAD~2").strip()
+    # A receipt on the reverted commit itself is preferred.
     project.attach("HEAD", project.signed("HEAD~2"))
     assert project.verify().state == VALIDATED
 
