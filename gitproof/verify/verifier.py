@@ -221,31 +221,32 @@ class Verifier:
         return verdict if verdict.note_commit == holder else replace(verdict, note_commit=holder)
 
     def _history_reason(self, commit: pygit2.Commit, trees: Trees, scope: Scope) -> Failure:
-        """Explain a missing receipt: name the nearest earlier one, if any."""
-        annotated = self.notes.annotated_commits()
-        if not annotated:
+        """Explain a missing receipt: name the nearest validated ancestor, if any, and what changed."""
+        if not self.notes.annotated_commits():
             return Failure(Code.NO_RECEIPT, "no receipt" + self._shallow_hint())
         walker = self.repo.walk(commit.id, pygit2.enums.SortMode.TOPOLOGICAL)
         for count, ancestor in enumerate(walker):
             if count >= _HISTORY_LIMIT:
                 break
-            if str(ancestor.id) not in annotated:
+            if ancestor.id == commit.id:
                 continue
-            for verdict in self._scoped_receipts(str(ancestor.id), self.trees_of(ancestor, scope), scope, False):
-                if verdict.ok and verdict.signed is not None:  # a valid verdict always has its receipt
-                    recorded = verdict.signed.receipt.trees
-                    theirs = {p: recorded.get(p) for p in scope.paths}
-                    changed = changed_fingerprint_paths(self.repo, theirs, trees)
-                    return Failure(Code.FINGERPRINT_CHANGED,
-                                   f"GPU code changed since the receipt on {str(ancestor.id)[:10]}: "
-                                   + listing(changed))
+            valid = next((v for v in self.candidates(ancestor, scope) if v.ok and v.signed is not None), None)
+            if valid is None or valid.signed is None:
+                continue
+            recorded = valid.signed.receipt.trees
+            changed = changed_fingerprint_paths(self.repo, {p: recorded.get(p) for p in scope.paths}, trees)
+            where = str(ancestor.id)[:10]
+            since = (f"the receipt on {where}" if valid.note_commit == str(ancestor.id)
+                     else f"{where} (validated by the receipt on {valid.note_commit[:10]})")
+            return Failure(Code.FINGERPRINT_CHANGED, f"GPU code changed since {since}: " + listing(changed))
         return Failure(Code.NO_RECEIPT, "no receipt" + self._shallow_hint())
 
     def _shallow_hint(self) -> str:
         if not self.repo.is_shallow:
             return ""
-        return (" (this clone is shallow: a receipt on an older commit with the same GPU code "
-                "would not be found; fetch the full history, e.g. git fetch --unshallow)")
+        return (" (this clone is shallow: receipts are still found by their trees, but the last validated "
+                "commit before this one may be missing, so what changed since cannot be said; "
+                "for that, fetch the full history: git fetch --unshallow)")
 
 
 def _scopes(policy: Policy) -> list[Scope]:
