@@ -18,10 +18,9 @@ memoised between runs; gitproof's per-process key caches stay warm):
 
 * log, oldest first: exactly what ``git gpu-proof log -n N`` does:
   ``commits_in(repo, "HEAD", N)`` (topological+time walk), ``open_verifier(repo)``,
-  then ``verifier.verify(c)`` for every commit, oldest first, so each one can
-  reuse its parent's verdict;
-* newest first: the same verifications in walk order (no parent verdict to
-  reuse yet, so each commit searches back to its receipt);
+  then ``verifier.verify(c)`` for every commit, oldest first (each commit's
+  receipt is looked up by its trees, and each receipt is judged once);
+* newest first: the same verifications in walk order;
 * ``open_verifier`` alone (policy, allowed_signers) and ``verify(HEAD)`` alone
   with a fresh verifier (the ``status`` / hook case);
 * the ``commits_in`` walk alone, and ``NotesStore.entries`` on one receipted

@@ -188,9 +188,20 @@ class Verifier:
             return own[0], SELF
         newest_first = sorted(valid, key=_finished, reverse=True)
         for verdict in newest_first:
-            if self._is_ancestor(verdict.note_commit, commit):
+            if self._parent_found(verdict.note_commit, commit) or self._is_ancestor(verdict.note_commit, commit):
                 return verdict, ANCESTOR
         return newest_first[0], ELSEWHERE
+
+    def _parent_found(self, holder: str, commit: pygit2.Commit) -> bool:
+        """A parent already judged through a receipt on itself or on its ancestor ``holder``: the
+        cheap answer while a log is judged oldest first, without a walk of the commit graph."""
+        for parent in commit.parents:
+            for scope in self.scopes:
+                known = self._memo.get((str(parent.id), scope.shard))
+                if (known and known.receipt and known.receipt.note_commit == holder
+                        and known.relation in (SELF, ANCESTOR)):
+                    return True
+        return False
 
     def _is_ancestor(self, holder: str, commit: pygit2.Commit) -> bool:
         try:
