@@ -1,4 +1,4 @@
-"""The repository plumbing: finding a repository, naming commits, reading config, locating hooks.
+"""The repository plumbing: finding a repository, naming and listing commits, reading config, locating hooks.
 
 Every module that needs one of these asks here (pre-commit's ``git.py`` is the
 model). Every object id a receipt names is untrusted text: it may be of the
@@ -7,7 +7,10 @@ name an object of another type, so the lookups answer None instead of raising.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import cast
 
@@ -24,6 +27,10 @@ class NotARepositoryError(GitproofError):
 
 class UnknownRevisionError(GitproofError):
     """Raised when a revision the user gave names no commit in the repository."""
+
+
+class GitCommandError(GitproofError):
+    """Raised when the real git refuses a listing (a bad range, date or pattern); the message has git's words."""
 
 
 # -- the repository ------------------------------------------------------------------
@@ -158,6 +165,59 @@ def commits_in(repo: pygit2.Repository, spec: str, limit: int) -> list[pygit2.Co
     return commits
 
 
+@dataclass(frozen=True)
+class CommitFilter:
+    """git log's commit limiting: ``--since``/``--until`` (committer date, git's date syntax),
+    ``--author`` (a regular expression), ``--first-parent``, and at most ``limit`` commits."""
+
+    limit: int | None = None
+    since: str | None = None
+    until: str | None = None
+    author: str | None = None
+    first_parent: bool = False
+
+    def options(self) -> list[str]:
+        options = [f"--max-count={self.limit}"] if self.limit is not None else []
+        options += [f"--since={self.since}"] if self.since is not None else []
+        options += [f"--until={self.until}"] if self.until is not None else []
+        options += [f"--author={self.author}"] if self.author is not None else []
+        return options + (["--first-parent"] if self.first_parent else [])
+
+
+def rev_list(repo: pygit2.Repository, spec: str, limits: CommitFilter) -> list[pygit2.Commit]:
+    """The commits ``git rev-list`` lists for ``spec`` (a revision, ``A..B``, ``A...B``) under
+    ``limits``, newest first: the real git, so every filter means exactly what it means to git."""
+    for name, date in (("--since", limits.since), ("--until", limits.until)):
+        if date is not None:
+            check_date(repo, name, date)
+    # --end-of-options: a range starting with "-" is a revision to git, never an option.
+    listed = _git(repo, "rev-list", *limits.options(), "--end-of-options", spec, "--")
+    if listed.returncode != 0:
+        raise GitCommandError(f"cannot list the commits of {spec!r}: {_git_words(listed.stderr)}")
+    return [cast(pygit2.Commit, repo[line]) for line in listed.stdout.split()]
+
+
+def check_date(repo: pygit2.Repository, option: str, date: str) -> None:
+    """Refuse a date git cannot read: ``git log --since=garbage`` silently means "now", so the
+    value is first put through git's careful date parser (the one for expiry dates)."""
+    parsed = _git(repo, "-c", f"gitproof.date={date}", "config", "--type=expiry-date", "gitproof.date")
+    if parsed.returncode != 0 or not date.strip():
+        raise GitCommandError(f"{option} {date!r} is not a date git understands "
+                              "(e.g. 2024-05-01, \"2 weeks ago\", yesterday)")
+
+
+def _git(repo: pygit2.Repository, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real git on this repository, reading only (no terminal, no pager)."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat"}
+    return subprocess.run(["git", "--git-dir", repo.path, *args], env=env, text=True, capture_output=True,
+                          stdin=subprocess.DEVNULL, errors="replace")
+
+
+def _git_words(stderr: str) -> str:
+    lines = [line.removeprefix("fatal: ").removeprefix("error: ") for line in stderr.splitlines() if line.strip()]
+    return "; ".join(lines) or "git failed without saying why"
+
+
 def subject(commit: pygit2.Commit) -> str:
     """The first line of the commit message ("" for an empty message)."""
     return commit.message.splitlines()[0] if commit.message else ""
@@ -167,6 +227,22 @@ def commit_time(commit: pygit2.Commit) -> datetime | None:
     """When the commit was made, or None when its committer time is out of any calendar's range."""
     try:
         return datetime.fromtimestamp(commit.commit_time, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def author_of(commit: pygit2.Commit) -> dict[str, str]:
+    """The commit's author, name and email, as git recorded them (undecodable bytes replaced)."""
+    author = commit.author
+    return {"name": author.raw_name.decode("utf-8", "replace"), "email": author.raw_email.decode("utf-8", "replace")}
+
+
+def commit_date(commit: pygit2.Commit) -> str | None:
+    """The committer date in ISO 8601 with the committer's own offset (git's ``%cI``);
+    None when it is out of any calendar's range."""
+    offset = timezone(timedelta(minutes=commit.commit_time_offset)) if abs(commit.commit_time_offset) < 1440 else None
+    try:
+        return datetime.fromtimestamp(commit.commit_time, offset or timezone.utc).isoformat()
     except (OverflowError, OSError, ValueError):
         return None
 

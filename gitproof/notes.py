@@ -68,9 +68,6 @@ class NotesStore:
 
     def blob_id(self, commit_id: str) -> str | None:
         """The id of the commit's note blob: a lookup at each place git may keep it, no walk."""
-        if self._index is not None:
-            entry = self._index.get(commit_id) if self._index_tip == _id_of(self.tip()) else None
-            return entry[0] if entry else None
         tip = self.tip()
         if tip is None or not _HEX_NAME.match(commit_id):
             return None
@@ -78,8 +75,8 @@ class NotesStore:
         for start in range(0, len(commit_id) - 2, 2):  # flat here, or down one fan-out folder
             rest = commit_id[start:]
             if rest in node:
-                entry = node[rest]
-                return str(entry.id) if entry.type_str == "blob" else None
+                found = node[rest]
+                return str(found.id) if found.type_str == "blob" else None
             folder = rest[:2]
             if folder not in node or node[folder].type_str != "tree":
                 return None
@@ -166,10 +163,6 @@ class NotesStore:
     def _current_target(self) -> pygit2.Oid | None:
         ref = self.repo.references.get(self.ref)
         return cast(pygit2.Oid, ref.target) if ref is not None else None  # a direct ref
-
-
-def _id_of(commit: pygit2.Commit | None) -> str | None:
-    return str(commit.id) if commit else None
 
 
 def _blob(repo: pygit2.Repository, blob_id: str) -> pygit2.Blob:

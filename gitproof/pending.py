@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pygit2
 
+from gitproof import attestation_notes
 from gitproof.fingerprint import commit_trees
 from gitproof.git import lookup
 from gitproof.notes import NotesStore
@@ -85,6 +86,7 @@ def attach_pending(repo: pygit2.Repository, policy: Policy,
         for commit in commits:
             if commit_trees(repo, commit, paths) == recorded:
                 notes.add(str(commit.id), item.signed)
+                attestation_notes.attach_pending(repo, item.ref, str(commit.id))  # its envelope, if any
                 pending.remove(item.ref)
                 attached.append(Attached(str(commit.id), item.ref, item.signed))
                 break

@@ -94,6 +94,13 @@ def _add_options(group: Any) -> None:
                          "include_gpu_uuid = false")
     group.addoption("--gpu-proof-require-gpu", action="store_true", default=False,
                     help="refuse to run unless a GPU is visible; verify's require_gpu checks receipts")
+    group.addoption("--gpu-proof-attest", action="store_const", const=True, default=None,
+                    dest="gpu_proof_attest",
+                    help="also sign a DSSE envelope over the receipt's in-toto statement with the same "
+                         "key (its private key must be loadable here, not only in ssh-agent) and store "
+                         "it in refs/notes/gpu-proof-attestations; also [tool.gpu_proof] attest")
+    group.addoption("--gpu-proof-no-attest", action="store_const", const=False, dest="gpu_proof_attest",
+                    help="no DSSE envelope for this run, whatever [tool.gpu_proof] attest says")
     compat.add_replaced_options(group)
 
 

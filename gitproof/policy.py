@@ -117,6 +117,7 @@ class Policy:
     require_gpu_use: bool = False
     require_gpu_kernels: bool = False
     record_kernels: bool = False
+    attest: bool = False  # runs also write a DSSE envelope (in-toto) beside each receipt
     python: str | None = None
     require_clean: bool = False
     include_gpu_uuid: bool = True
@@ -193,6 +194,7 @@ _SCHEMA: dict[str, tuple[tuple[type, ...], str]] = {
     "require_gpu_use": ((bool,), "true or false"),
     "require_gpu_kernels": ((bool,), "true or false"),
     "record_kernels": ((bool,), "true or false"),
+    "attest": ((bool,), "true or false"),
     "python": ((str,), "the path of the project's Python (relative to the repository root), or a command"),
     "require_clean": ((bool,), "true or false"),
     "include_gpu_uuid": ((bool,), "true or false"),

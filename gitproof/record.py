@@ -10,6 +10,11 @@ A run may cover one shard of the policy (``shard``): then its fingerprint
 paths are the shard's, and only the shard's tests are selected. An
 ``unsigned`` run is a dry run: the receipt ends with the unsigned trailer
 instead of a signature, and verification rejects it unless told otherwise.
+
+An attesting run (``attest``) also signs a DSSE envelope over the receipt's in-toto
+statement with the same key (gitproof.signing.attest) and stores it beside the receipt
+(gitproof.attestation_notes); the key is loaded for it in ``prepare``, so a key that
+cannot sign an envelope is refused before any test.
 """
 from __future__ import annotations
 
@@ -18,12 +23,12 @@ import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pygit2
 
 from gitproof.errors import GitproofError
-from gitproof import __version__, ci_context, git, gpu, signing
+from gitproof import __version__, attestation_notes, ci_context, git, gpu, intoto, signing
 from gitproof.fingerprint import (FingerprintError, WorktreeState, changed_fingerprint_paths, links_leaving,
                                   require_some_present, worktree_state)
 from gitproof.notes import NotesStore
@@ -32,6 +37,8 @@ from gitproof.policy import Policy, Shard, load_policy, selects
 from gitproof.receipt import (MAX_NOTE_BYTES, MODES, UNSIGNED_KEY, UNSIGNED_TRAILER, Receipt, SignedReceipt,
                               TestResult, parse_payload, serialize_payload)
 
+if TYPE_CHECKING:  # securesystemslib is imported only by runs that attest
+    from securesystemslib.signer._signer import Signer  # where defined: the package re-exports it implicitly
 
 
 class RecordError(GitproofError):
@@ -54,6 +61,7 @@ class RecordOptions:
     required_marker: str | None = None
     include_gpu_uuid: bool | None = None
     require_gpu: bool = False
+    attest: bool | None = None  # None: the policy's ``attest``
 
     def overrides(self) -> dict[str, Any]:
         return {"fingerprint_paths": self.fingerprint_paths, "required_marker": self.required_marker,
@@ -77,6 +85,8 @@ class Recording:
     shard: Shard | None = None
     ci: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)  # warnings for the user, shown at the end
+    attest: Signer | None = None  # signs the DSSE envelope beside the receipt (``attest``)
+    run_url: str | None = None  # the CI job's page, for the in-toto statement
 
     @property
     def paths(self) -> list[str]:
@@ -96,6 +106,7 @@ class RecordOutcome:
     stored_as: str  # "note" or "pending"
     location: str  # commit id or pending ref
     added: bool
+    attestation: str | None = None  # where its DSSE envelope went, when the run attests
 
 
 def open_repository(start: Path) -> pygit2.Repository:
@@ -151,6 +162,7 @@ def prepare(start: Path, options: RecordOptions,
         head=str(repo.head.target),
         branch=None if repo.head_is_detached else repo.head.shorthand,
         shard=shard, ci=ci_context.detect(environ),
+        attest=_attest_signer(options, policy, key, fingerprint), run_url=run_url(environ),
     )
 
 
@@ -160,6 +172,34 @@ def _check_key_options(options: RecordOptions) -> None:
                           "drop --key / --key-env, or drop --unsigned to sign")
     if options.key and options.key_env:
         raise RecordError("--key and --key-env both name a signing key; pass only one")
+    if options.unsigned and options.attest:
+        raise RecordError("--attest signs a DSSE envelope with the receipt's key, and --unsigned signs "
+                          "nothing; drop one of them")
+
+
+def _attest_signer(options: RecordOptions, policy: Policy, key: signing.SigningKey | None,
+                   fingerprint: str) -> Signer | None:
+    """The in-process signer of the run's DSSE envelope; None when the run does not attest
+    (an unsigned dry run never does). SigningError when the key cannot sign one."""
+    wanted = policy.attest if options.attest is None else options.attest
+    if not wanted or key is None:
+        return None
+    from gitproof.signing.attest import attest_signer, check_signer
+
+    signer = attest_signer(key)
+    check_signer(signer, fingerprint)
+    return signer
+
+
+def run_url(environ: Mapping[str, str]) -> str | None:
+    """The CI job's page (GitLab's job, GitHub's workflow run), or None outside CI."""
+    ci = ci_context.detect(environ) or {}
+    if ci.get("job_url"):
+        return str(ci["job_url"])
+    if ci.get("provider") == "github-actions" and ci.get("repository") and ci.get("run_id"):
+        server = environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+        return f"{server}/{ci['repository']}/actions/runs/{ci['run_id']}"
+    return None
 
 
 def _listing(paths: list[str], limit: int = 5) -> str:
@@ -279,8 +319,34 @@ def finish(rec: Recording, tests: list[TestResult], exit_status: int,
     else:
         signature = signing.sign(payload, rec.key)
     signed = SignedReceipt(receipt, payload, signature)
+    envelope = _envelope(rec, signed)  # made before anything is stored: a refusal writes nothing
     if rec.state.matches_head:
         added = NotesStore(rec.repo).add(rec.head, signed)
-        return RecordOutcome(signed, "note", rec.head, added)
+        if envelope is None:
+            return RecordOutcome(signed, "note", rec.head, added)
+        try:
+            attestation_notes.append_envelope(rec.repo, rec.head, envelope)
+        except GitproofError as exc:  # the notes ref would not take it (a full note, a ref that kept moving)
+            raise RecordError(f"the receipt is recorded on {rec.head[:10]}, but its attestation is not: {exc}. "
+                              "Run again with --attest to add one") from None
+        return RecordOutcome(signed, "note", rec.head, added, attestation_notes.ATTESTATIONS_REF)
     ref = PendingStore(rec.repo).add(signed)
-    return RecordOutcome(signed, "pending", ref, True)
+    held = attestation_notes.hold_pending(rec.repo, ref, envelope) if envelope is not None else None
+    return RecordOutcome(signed, "pending", ref, True, held)
+
+
+def _envelope(rec: Recording, signed: SignedReceipt) -> bytes | None:
+    """The DSSE envelope line over the receipt's in-toto statement, when the run attests;
+    RecordError when it could not be stored beside the receipt."""
+    if rec.attest is None:
+        return None
+    from gitproof.signing.attest import attestation
+
+    commits = [rec.head] if rec.state.matches_head else []  # a pending receipt's commit is not made yet
+    line = attestation(signed, rec.attest, commits, url=rec.run_url,
+                       blob_paths=frozenset(intoto.file_paths(rec.repo, signed.receipt.trees)))
+    try:
+        attestation_notes.check_room(rec.repo, rec.head if rec.state.matches_head else None, line)
+    except attestation_notes.AttestationNoteError as exc:
+        raise RecordError(f"--attest: {exc}; no receipt recorded") from None
+    return line

@@ -60,6 +60,7 @@ def record_options(config: pytest.Config) -> record.RecordOptions:
         required_marker=config.getoption("gpu_proof_required_marker"),
         include_gpu_uuid=False if config.getoption("gpu_proof_no_gpu_uuid") else None,
         require_gpu=config.getoption("gpu_proof_require_gpu"),
+        attest=config.getoption("gpu_proof_attest"),
     )
 
 
@@ -208,6 +209,9 @@ def describe_outcome(outcome: record.RecordOutcome) -> str:
         where = (f"pending receipt {outcome.location.rsplit('/', 1)[-1][:10]}: the working tree "
                  "differs from HEAD under the fingerprint paths; it will attach to the commit "
                  "that records this content (see `git gpu-proof status`)")
+    if outcome.attestation:
+        where += (f"; in-toto attestation -> {outcome.attestation}" if outcome.stored_as == "note"
+                  else "; its in-toto attestation waits with it")
     scope = f" for shard {receipt.shard}" if receipt.shard else ""
     who = (f"UNSIGNED (principal {receipt.signer})" if outcome.signed.unsigned
            else f"signed by {receipt.signer}")

@@ -6,6 +6,12 @@ receipts) and are merged into ``refs/notes/gpu-proof`` as the union of the
 receipts on each commit. The notes ref is pushed as a fast-forward only; a
 rejected push means the remote moved, so we fetch, merge and try again.
 The real ``git`` program does the network transport, nothing else.
+
+The DSSE envelopes of ``run --attest`` (refs/notes/gpu-proof-attestations, one per
+line) travel the same way, in the same fetch and push, to
+``refs/remote-notes/<remote>/gpu-proof-attestations``, and merge as the union of
+envelope lines per commit. A remote without them is fine; a remote whose
+attestations cannot be merged is reported, and never stops the receipts.
 """
 from __future__ import annotations
 
@@ -14,10 +20,11 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pygit2
 
+from gitproof.attestation_notes import ATTESTATIONS_REF, MAX_ATTESTATION_NOTE_BYTES, envelope_lines, join_lines
 from gitproof.errors import GitproofError
 from gitproof.notes import NOTES_REF, NotesStore, is_note_path, is_notes_tree, tree_with_note, walk_notes_tree
 from gitproof.receipt import MAGIC, SIG_END, UNSIGNED_TRAILER, join_raw, raw_entries
@@ -26,17 +33,20 @@ TRACKING_PREFIX = "refs/remote-notes/"
 IN_SYNC_ENV = "GITPROOF_SYNC"  # set while gitproof itself pushes, so hooks stand aside
 _PUSH_ATTEMPTS = 8
 _MISSING_REMOTE_REF = ("couldn't find remote ref", "could not find remote ref")
+SYNCED_REFS = (NOTES_REF, ATTESTATIONS_REF)  # the receipts first: they are what matters
 
 
 class SyncError(GitproofError):
     """Talking to the remote failed; the message carries git's own words."""
 
 
-def tracking_ref(remote: str) -> str:
-    """Where a remote's receipts are fetched to; a remote given as a URL gets a hashed name."""
+def tracking_ref(remote: str, ref: str = NOTES_REF) -> str:
+    """Where a remote's ``ref`` (its receipts by default) is fetched to; a remote given as a URL
+    gets a hashed name."""
+    leaf = ref.rsplit("/", 1)[-1]
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", remote) and ".." not in remote:
-        return f"{TRACKING_PREFIX}{remote}/gpu-proof"
-    return f"{TRACKING_PREFIX}url-{hashlib.sha256(remote.encode()).hexdigest()[:16]}/gpu-proof"
+        return f"{TRACKING_PREFIX}{remote}/{leaf}"
+    return f"{TRACKING_PREFIX}url-{hashlib.sha256(remote.encode()).hexdigest()[:16]}/{leaf}"
 
 
 def git(repo: pygit2.Repository, *args: str, hooks_stand_aside: bool = True) -> subprocess.CompletedProcess[str]:
@@ -52,21 +62,34 @@ def git(repo: pygit2.Repository, *args: str, hooks_stand_aside: bool = True) -> 
 class MergeResult:
     source: str
     kind: str  # "none", "fast-forward", "merge", "up-to-date"
-    receipts_added: int = 0
+    receipts_added: int = 0  # envelopes, in the merge of attestations
     commits_touched: int = 0
     bad_entries: list[str] = field(default_factory=list)
+    attestations: MergeResult | None = None  # the envelopes' merge, when the remote has any
+    unit: str = "receipt"
 
     def to_json(self) -> dict[str, Any]:
-        return {"result": self.kind, "receipts_added": self.receipts_added,
+        data = {"result": self.kind, "receipts_added": self.receipts_added,
                 "commits_touched": self.commits_touched, "bad_entries": self.bad_entries}
+        if self.attestations is not None:
+            data["attestations"] = self.attestations.to_json()
+        return data
 
     def describe(self) -> str:
+        text = self._describe()
+        if self.attestations is not None and self.attestations.kind not in ("none", "up-to-date"):
+            text += f"; attestations: {self.attestations._describe()}"
+        return text
+
+    def _describe(self) -> str:
         if self.kind == "none":
             return f"no receipts at {self.source}"
         if self.kind == "up-to-date":
             return "receipts already up to date"
+        if self.kind == "refused":
+            return f"not merged: {'; '.join(self.bad_entries)}"
         text = (f"fast-forwarded to {self.source}" if self.kind == "fast-forward" else
-                f"merged {self.receipts_added} receipt(s) on {self.commits_touched} commit(s) from {self.source}")
+                f"merged {self.receipts_added} {self.unit}(s) on {self.commits_touched} commit(s) from {self.source}")
         if self.bad_entries:
             text += f"; ignored {len(self.bad_entries)} unreadable entr{'y' if len(self.bad_entries) == 1 else 'ies'}"
         return text
@@ -79,60 +102,95 @@ def check_remote_name(remote: str) -> None:
 
 
 def fetch_notes(repo: pygit2.Repository, remote: str) -> bool:
-    """Copy the remote's notes ref into our tracking ref. False when it has none.
+    """Copy the remote's notes refs into our tracking refs. False when it has no receipts."""
+    return NOTES_REF in fetch_refs(repo, remote)
 
-    Only that ref is fetched, and no tags: a tag that points into the notes
-    history would otherwise follow it in, under a name that could pass for
-    a branch.
+
+def fetch_refs(repo: pygit2.Repository, remote: str, refs: tuple[str, ...] = SYNCED_REFS) -> set[str]:
+    """Copy the remote's ``refs`` into our tracking refs, in one fetch; the ones it has.
+
+    Only those refs are fetched, and no tags: a tag that points into the notes
+    history would otherwise follow it in, under a name that could pass for a
+    branch. git refuses the whole fetch when a ref is missing, so each ref the
+    remote lacks costs one more try without it.
     """
     check_remote_name(remote)
-    result = git(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote,
-                 f"+{NOTES_REF}:{tracking_ref(remote)}")
-    if result.returncode == 0:
-        return True
-    if any(sign in result.stderr for sign in _MISSING_REMOTE_REF):
-        return False
-    raise SyncError(f"cannot fetch receipts from {remote}: {result.stderr.strip()}")
+    wanted = list(refs)
+    while wanted:
+        result = git(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote,
+                     *[f"+{ref}:{tracking_ref(remote, ref)}" for ref in wanted])
+        if result.returncode == 0:
+            return set(wanted)
+        missing = _missing_refs(result.stderr, wanted)
+        if not missing:
+            raise SyncError(f"cannot fetch receipts from {remote}: {result.stderr.strip()}")
+        if NOTES_REF in missing:
+            return set()  # no receipts: nothing else of ours is worth a fetch
+        wanted = [ref for ref in wanted if ref not in missing]
+    return set()
+
+
+def _missing_refs(stderr: str, wanted: list[str]) -> list[str]:
+    """The refs git says the remote lacks; the least important one when it does not say which."""
+    if not any(sign in stderr for sign in _MISSING_REMOTE_REF):
+        return []
+    lines = [line.rstrip().rstrip("'\"") for line in stderr.splitlines()
+             if any(sign in line for sign in _MISSING_REMOTE_REF)]
+    named = [ref for ref in wanted if any(line.endswith(" " + ref) for line in lines)]
+    return named or wanted[-1:]
 
 
 def fetch(repo: pygit2.Repository, remote: str) -> MergeResult:
-    """``git gpu-proof fetch``: bring the remote's receipts in, losing none of ours."""
-    if not fetch_notes(repo, remote):
-        return MergeResult(remote, "none")
-    return merge(repo, tracking_ref(remote))
+    """``git gpu-proof fetch``: bring the remote's receipts (and attestations) in, losing none of ours."""
+    present = fetch_refs(repo, remote)
+    result = merge(repo, tracking_ref(remote)) if NOTES_REF in present else MergeResult(remote, "none")
+    if ATTESTATIONS_REF in present:
+        result.attestations = _merge_attestations(repo, tracking_ref(remote, ATTESTATIONS_REF))
+    return result
+
+
+def _merge_attestations(repo: pygit2.Repository, source_ref: str) -> MergeResult:
+    """Attestations that cannot be merged are reported, and leave everything local as it is."""
+    try:
+        return merge(repo, source_ref, NotesStore(repo, ATTESTATIONS_REF))
+    except SyncError as exc:
+        return MergeResult(source_ref, "refused", bad_entries=[str(exc)], unit="envelope")
 
 
 def merge(repo: pygit2.Repository, source_ref: str, store: NotesStore | None = None) -> MergeResult:
-    """Merge the notes at ``source_ref`` into ours: union per commit, nothing dropped."""
+    """Merge the notes at ``source_ref`` into ``store``'s (the receipts by default): union per
+    commit, nothing dropped."""
     store = store or NotesStore(repo)
+    layout = _layout(store.ref)
     source = repo.references.get(source_ref)
     if source is None:
-        return MergeResult(source_ref, "none")
+        return MergeResult(source_ref, "none", unit=layout.unit)
+    untouched = f"nothing was merged, local {layout.unit}s are untouched"
     try:
         theirs = source.peel(pygit2.Commit)
     except (ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         raise SyncError(f"{source_ref} does not point at a notes commit (it names a "
-                        f"{repo[source.target].type_str}); nothing was merged, local receipts are untouched") from None
+                        f"{repo[source.target].type_str}); {untouched}") from None
     while True:
         ours = store.tip()
         if ours is not None and (ours.id == theirs.id or repo.descendant_of(ours.id, theirs.id)):
-            return MergeResult(source_ref, "up-to-date")
-        _check_notes_history(repo, theirs, ours, source_ref)
+            return MergeResult(source_ref, "up-to-date", unit=layout.unit)
+        _check_notes_history(repo, theirs, ours, source_ref, untouched)
         # A fast-forward only when it loses nothing: a remote that removed receipts (plain
         # `git notes remove` and a push) must not take them from us; the merge restores them.
-        if ours is None or (repo.descendant_of(theirs.id, ours.id) and _holds_all(repo, theirs, ours)):
+        if ours is None or (repo.descendant_of(theirs.id, ours.id) and _holds_all(repo, theirs, ours, layout)):
             if store.compare_and_swap(ours.id if ours else None, theirs.id,
                                       f"gpu-proof: fast-forward to {source_ref}"):
-                return MergeResult(source_ref, "fast-forward")
+                return MergeResult(source_ref, "fast-forward", unit=layout.unit)
             continue
-        result = _merge_commit(repo, store, ours, theirs, source_ref)
+        result = _merge_commit(repo, store, ours, theirs, source_ref, layout)
         if result is not None:
             return result
 
 
 def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commit,
-                  theirs: pygit2.Commit, source_ref: str) -> MergeResult | None:
-    result = MergeResult(source_ref, "merge")
+                  theirs: pygit2.Commit, source_ref: str, layout: _Layout) -> MergeResult | None:
+    result = MergeResult(source_ref, "merge", unit=layout.unit)
     mine = walk_notes_tree(ours.tree, "", "")
     other = walk_notes_tree(theirs.tree, "", "")
     tree = ours.tree
@@ -140,36 +198,92 @@ def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commi
         current = mine.get(commit_id)
         if current is not None and current[0] == blob_id:
             continue
-        data, added = _union(repo, current, blob_id, commit_id, result)
+        data, added = _union(repo, current, blob_id, commit_id, result, layout)
         if added:
             path = current[1] if current else commit_id
             tree = cast(pygit2.Tree, repo[tree_with_note(repo, tree, path, data)])
             result.receipts_added += added
             result.commits_touched += 1
-    message = f"gpu-proof: merge receipts from {source_ref}"
+    message = f"gpu-proof: merge {layout.unit}s from {source_ref}"
     if store.commit_tree(ours, tree.id, message, (theirs.id,)):
         return result
     return None  # our ref moved meanwhile: start again from the new tip
 
 
-def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob: str,
-           commit_id: str, result: MergeResult) -> tuple[bytes, int]:
-    """Our note's bytes plus every entry of theirs we do not have yet, byte for byte.
+def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob: str, commit_id: str,
+           result: MergeResult, layout: _Layout | None = None) -> tuple[bytes, int]:
+    """Our note (``current``: its blob id and path, or None) united with their blob's; how many
+    entries were added. Receipts unless ``layout`` says otherwise."""
+    ours = _blob_data(repo, current[0]) if current else b""
+    return (layout or _LAYOUTS[NOTES_REF]).union(ours, _blob_data(repo, their_blob), commit_id, result)
 
-    Entries this version cannot read (a newer format's receipts) are kept too:
-    they cannot validate anything here, but they are not ours to delete.
-    """
-    data = _blob_data(repo, current[0]) if current else b""
-    held = _Held(data)
-    additions = []
-    for entry in raw_entries(_blob_data(repo, their_blob)):
-        if held.holds(entry):
-            continue
-        held.add(entry)
-        additions.append(entry)
-        if not _is_receipt(entry):
-            result.bad_entries.append(f"{commit_id[:10]}: kept an entry this version cannot read")
-    return join_raw(data, *additions), len(additions)  # one buffer: many entries stay linear
+
+class _Layout(Protocol):
+    """How the notes of one notes ref split into entries, and how two notes unite."""
+
+    unit: str
+
+    def union(self, ours: bytes, theirs: bytes, commit_id: str, result: MergeResult) -> tuple[bytes, int]:
+        """Our note's bytes, unchanged, then every entry of theirs we lack; how many were added."""
+        ...
+
+    def lost(self, note: bytes, kept: bytes) -> int:
+        """How many entries of ``note`` ``kept`` lacks."""
+        ...
+
+
+class _Receipts:
+    """refs/notes/gpu-proof: receipts one after another (gitproof.receipt.note)."""
+
+    unit = "receipt"
+
+    def union(self, ours: bytes, theirs: bytes, commit_id: str, result: MergeResult) -> tuple[bytes, int]:
+        """Entries this version cannot read (a newer format's receipts) are kept too: they
+        cannot validate anything here, but they are not ours to delete."""
+        held = _Held(ours)
+        additions = []
+        for entry in raw_entries(theirs):
+            if held.holds(entry):
+                continue
+            held.add(entry)
+            additions.append(entry)
+            if not _is_receipt(entry):
+                result.bad_entries.append(f"{commit_id[:10]}: kept an entry this version cannot read")
+        return join_raw(ours, *additions), len(additions)  # one buffer: many entries stay linear
+
+    def lost(self, note: bytes, kept: bytes) -> int:
+        held = _Held(kept)
+        return sum(1 for entry in raw_entries(note) if not held.holds(entry))
+
+
+class _Envelopes:
+    """refs/notes/gpu-proof-attestations: one DSSE envelope per line (gitproof.attestation_notes).
+    A line is held only when the same bytes are a line here; an oversized note is one entry."""
+
+    unit = "envelope"
+
+    def union(self, ours: bytes, theirs: bytes, commit_id: str, result: MergeResult) -> tuple[bytes, int]:
+        additions = self._missing(theirs, ours)
+        return join_lines(ours, *additions), len(additions)
+
+    def lost(self, note: bytes, kept: bytes) -> int:
+        return len(self._missing(note, kept))
+
+    @staticmethod
+    def _missing(note: bytes, kept: bytes) -> list[bytes]:
+        held = set(_Envelopes._lines(kept))
+        return [line for line in dict.fromkeys(_Envelopes._lines(note)) if line not in held]
+
+    @staticmethod
+    def _lines(note: bytes) -> list[bytes]:
+        return [note] if len(note) > MAX_ATTESTATION_NOTE_BYTES else envelope_lines(note)
+
+
+_LAYOUTS: dict[str, _Layout] = {NOTES_REF: _Receipts(), ATTESTATIONS_REF: _Envelopes()}
+
+
+def _layout(ref: str) -> _Layout:
+    return _LAYOUTS.get(ref, _LAYOUTS[NOTES_REF])
 
 
 def _blob_data(repo: pygit2.Repository, blob_id: str) -> bytes:
@@ -224,31 +338,34 @@ def _notes(repo: pygit2.Repository, tree: pygit2.Tree) -> dict[str, bytes]:
     return {commit: _blob_data(repo, blob) for commit, (blob, _) in walk_notes_tree(tree, "", "").items()}
 
 
-def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2.Commit) -> dict[str, int]:
-    """How many entries of ``source``'s notes each commit would lose if ``kept`` replaced them.
+def missing_entries(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2.Commit,
+                    ref: str = NOTES_REF) -> dict[str, int]:
+    """How many entries of ``source``'s notes each commit would lose if ``kept`` replaced them
+    (notes of ``ref``: receipts by default).
 
     Cheap when the tree diff from ``source`` to ``kept`` only adds notes, the usual case.
     """
+    return _missing(repo, kept, source, _layout(ref))
+
+
+def _missing(repo: pygit2.Repository, kept: pygit2.Commit, source: pygit2.Commit, layout: _Layout) -> dict[str, int]:
     if not any(delta.status_char() in ("D", "M", "R", "T")
                for delta in repo.diff(source.tree, kept.tree).deltas):  # type: ignore[call-overload]
         return {}
     had, has = _notes(repo, source.tree), _notes(repo, kept.tree)
-    lost = {}
-    for commit, note in had.items():
-        held = _Held(has.get(commit, b""))
-        lost[commit] = sum(1 for entry in raw_entries(note) if not held.holds(entry))
+    lost = {commit: layout.lost(note, has.get(commit, b"")) for commit, note in had.items()}
     return {commit: n for commit, n in lost.items() if n}
 
 
-def _holds_all(repo: pygit2.Repository, theirs: pygit2.Commit, ours: pygit2.Commit) -> bool:
-    return not missing_entries(repo, theirs, ours)
+def _holds_all(repo: pygit2.Repository, theirs: pygit2.Commit, ours: pygit2.Commit, layout: _Layout) -> bool:
+    return not _missing(repo, theirs, ours, layout)
 
 
 _HISTORY_CHECKED = 200  # newest commits taken in whose changes are checked, besides the tip
 
 
 def _check_notes_history(repo: pygit2.Repository, theirs: pygit2.Commit, ours: pygit2.Commit | None,
-                         source_ref: str) -> None:
+                         source_ref: str, untouched: str) -> None:
     """What we would take in must be a notes history: a tree of notes and nothing else.
 
     The tip's tree, the only one a merge reads, is checked whole, one note per commit id
@@ -259,7 +376,7 @@ def _check_notes_history(repo: pygit2.Repository, theirs: pygit2.Commit, ours: p
     """
     if not is_notes_tree(theirs.tree):
         raise SyncError(f"{source_ref} is not a notes history: its tip holds files that are not notes, "
-                        "or two notes for one commit; nothing was merged, local receipts are untouched")
+                        f"or two notes for one commit; {untouched}")
     walker = repo.walk(theirs.id)
     if ours is not None:
         walker.hide(ours.id)
@@ -268,7 +385,7 @@ def _check_notes_history(repo: pygit2.Repository, theirs: pygit2.Commit, ours: p
             return
         if commit.parents and not _changes_only_notes(repo, commit):
             raise SyncError(f"{source_ref} is not a notes history: commit {str(commit.id)[:10]} holds "
-                            "files that are not notes; nothing was merged, local receipts are untouched")
+                            f"files that are not notes; {untouched}")
 
 
 @dataclass
@@ -284,16 +401,21 @@ class PushResult:
         return f"receipts pushed to {self.remote}"
 
 
+def local_notes_refspecs(repo: pygit2.Repository) -> list[str]:
+    """``ref:ref`` for each notes ref gitproof syncs that exists here."""
+    return [f"{ref}:{ref}" for ref in SYNCED_REFS if NotesStore(repo, ref).tip() is not None]
+
+
 def push_notes(repo: pygit2.Repository, remote: str, attempts: int = _PUSH_ATTEMPTS) -> PushResult:
-    """Fast-forward the remote's notes ref to ours; on rejection fetch, merge, retry."""
+    """Fast-forward the remote's notes refs (receipts, attestations) to ours; on rejection
+    fetch, merge, retry."""
     check_remote_name(remote)
-    store = NotesStore(repo)
     result = PushResult(remote, False, 0)
-    if store.tip() is None:
+    if NotesStore(repo).tip() is None:
         return result
     for attempt in range(1, attempts + 1):
         result.attempts = attempt
-        pushed = git(repo, "push", "--quiet", "--no-verify", "--", remote, f"{NOTES_REF}:{NOTES_REF}")
+        pushed = git(repo, "push", "--quiet", "--no-verify", "--", remote, *local_notes_refspecs(repo))
         if pushed.returncode == 0:
             result.pushed = True
             return result
@@ -310,7 +432,7 @@ def _rejected_as_stale(stderr: str) -> bool:
 
 def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str],
                        attempts: int = _PUSH_ATTEMPTS) -> str:
-    """Push ``refspecs`` and the notes ref in one atomic push; git's output on success.
+    """Push ``refspecs`` and the notes refs in one atomic push; git's output on success.
 
     The pre-push hook runs as usual and sees the notes ref in the push, so it
     checks the branches without pushing receipts a second time. Servers
@@ -322,7 +444,7 @@ def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str]
     atomic = True
     for _ in range(attempts):
         args = ["push", "--atomic"] if atomic else ["push"]
-        notes = [f"{NOTES_REF}:{NOTES_REF}"] if NotesStore(repo).tip() is not None else []
+        notes = local_notes_refspecs(repo) if NotesStore(repo).tip() is not None else []
         if not atomic and notes:
             push_notes(repo, remote)
             notes = []
@@ -350,7 +472,7 @@ def push_refspecs(repo: pygit2.Repository, remote: str, refspecs: list[str]) -> 
 
 
 def _notes_push_was_stale(stderr: str) -> bool:
-    """Only the notes ref was rejected, because the remote's receipts moved on.
+    """Only notes refs were rejected, because the remote's receipts or attestations moved on.
 
     In an atomic push every other ref then reads "atomic push failed"; a branch
     rejected on its own account is the user's problem, not a race to retry.
@@ -359,7 +481,7 @@ def _notes_push_was_stale(stderr: str) -> bool:
     for line in stderr.splitlines():
         if "[rejected]" not in line and "[remote rejected]" not in line:
             continue
-        if NOTES_REF in line.split("->")[0]:
+        if any(ref in line.split("->")[0] for ref in SYNCED_REFS):
             notes_stale = notes_stale or any(s in line for s in ("non-fast-forward", "fetch first"))
         elif "atomic push failed" not in line:
             branch_rejected = True

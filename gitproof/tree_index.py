@@ -146,7 +146,7 @@ class TreeIndex:
         odb = self.repo.odb  # straight from the object database: no Blob object, twice as fast
         if odb.read_header(blob_id)[1] > MAX_NOTE_BYTES:
             return b""  # never read; the verifier reports such a note when it meets it
-        return cast(bytes, odb.read(blob_id)[1])
+        return odb.read(blob_id)[1]
 
     def _build(self, tip: pygit2.Commit | None) -> list[bytes]:
         """Every record, from the notes themselves."""
@@ -231,7 +231,7 @@ class _RecordKeys(Sequence[bytes]):
     def __len__(self) -> int:
         return (len(self.data) - self.offset) // _RECORD
 
-    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]  # bisect only asks for ints
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]  # bisect only asks for ints
         start = self.offset + i * _RECORD
         return bytes(self.data[start:start + _KEY_HEX])
 

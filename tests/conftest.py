@@ -21,7 +21,7 @@ SLOW_MODULES = frozenset({
     "test_checks", "test_gpu_evidence", "test_hook", "test_hostile_input", "test_merge_gate", "test_shards",
     "test_doctor", "test_install", "test_migrate", "test_interpreter", "test_compat", "test_sync",
     "test_sessions", "test_certificates", "test_reliability", "test_demo", "test_sshsig_differential",
-    "test_sshsig_mutations", "test_properties", "test_real_gpu",
+    "test_sshsig_mutations", "test_properties", "test_real_gpu", "test_log",
 })
 
 

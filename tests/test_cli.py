@@ -15,7 +15,7 @@ import pytest
 from tests.helpers import commit_all, git, write_files
 
 BIN = str(Path(sys.executable).parent)
-SUBCOMMANDS = ["run", "verify", "show", "log", "status", "demo"]
+SUBCOMMANDS = ["run", "verify", "show", "log", "export", "status", "demo"]
 
 
 def gp(cwd: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:

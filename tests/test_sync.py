@@ -12,8 +12,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from gitproof.attestation_notes import ATTESTATIONS_REF
 from gitproof.notes import NOTES_REF, NotesStore
 from gitproof.sync import SyncError, fetch, push_notes, tracking_ref
+from tests.attestations import attest
 from tests.factories import make_receipt
 from tests.helpers import commit_all, git, write_files
 from tests.receipts import attach_receipt
@@ -264,3 +266,82 @@ def test_a_second_note_for_the_same_commit_that_would_shadow_the_first_is_refuse
     b = world.clone("b", "bob@example.com", hook=False)
     with pytest.raises(SyncError, match="two notes for one commit"):
         fetch(pygit2.Repository(str(b)), "origin")
+
+
+# -- in-toto attestations travel with the receipts ------------------------------------------------
+
+def attestation_lines(root: Path, rev: str = "HEAD") -> list[bytes]:
+    shown = subprocess.run(["git", "notes", f"--ref={ATTESTATIONS_REF}", "show", rev], cwd=root,
+                           capture_output=True)
+    return [line for line in shown.stdout.split(b"\n") if line.strip()] if shown.returncode == 0 else []
+
+
+def test_attestations_reach_a_fresh_clone_that_verifies_them(world):
+    a = world.clone("a", hook=False)
+    key = world.key("alice@example.com")
+    line = attest(a, key, attach_receipt(a, key))
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    assert attestation_lines(world.remote) == [line]
+    fresh = world.clone("fresh", hook=False)
+    verify = gp(fresh, "verify", "--fetch", "origin", "--attestations")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert git(fresh, "rev-parse", tracking_ref("origin", ATTESTATIONS_REF)) == \
+        git(fresh, "rev-parse", ATTESTATIONS_REF)
+
+
+def test_attestations_from_two_clones_merge_as_a_union(world):
+    a = world.clone("a", hook=False)
+    b = world.clone("b", "bob@example.com", hook=False)
+    alice, bob = world.key("alice@example.com"), world.key("bob@example.com")
+    mine = attest(a, alice, attach_receipt(a, alice))
+    theirs = attest(b, bob, attach_receipt(b, bob, principal="bob@example.com"))
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    result = push_notes(pygit2.Repository(str(b)), "origin")
+    assert result.pushed and result.merges[0].attestations.kind == "merge"
+    assert sorted(attestation_lines(world.remote)) == sorted([mine, theirs])
+    merged = fetch(pygit2.Repository(str(a)), "origin")
+    assert merged.attestations.kind == "fast-forward" and "attestations" in merged.to_json()
+    assert attestation_lines(b) == attestation_lines(a) == [theirs, mine]  # b's merge kept its own first
+
+
+def test_an_attestation_removed_on_the_remote_comes_back(world):
+    a = world.clone("a", hook=False)
+    key = world.key("alice@example.com")
+    line = attest(a, key, attach_receipt(a, key))
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    vandal = world.clone("vandal", hook=False)
+    git(vandal, "fetch", "-q", "origin", f"{ATTESTATIONS_REF}:{ATTESTATIONS_REF}")
+    git(vandal, "notes", f"--ref={ATTESTATIONS_REF}", "remove", "HEAD")
+    git(vandal, "push", "-q", "origin", ATTESTATIONS_REF)
+    assert attestation_lines(world.remote) == []
+    assert fetch(pygit2.Repository(str(a)), "origin").attestations.kind == "merge"
+    assert attestation_lines(a) == [line]
+    assert push_notes(pygit2.Repository(str(a)), "origin").pushed
+    assert attestation_lines(world.remote) == [line]
+
+
+def test_a_remote_without_attestations_is_fine_and_a_broken_one_never_stops_the_receipts(world):
+    a = world.clone("a", hook=False)
+    attach_receipt(a, world.key("alice@example.com"))
+    push_notes(pygit2.Repository(str(a)), "origin")
+    b = world.clone("b", hook=False)
+    result = fetch(pygit2.Repository(str(b)), "origin")
+    assert result.kind == "fast-forward" and result.attestations is None
+    blob = git(world.remote, "hash-object", "-w", "--stdin", input="not notes\n")
+    git(world.remote, "update-ref", ATTESTATIONS_REF, blob)
+    c = world.clone("c", hook=False)
+    result = fetch(pygit2.Repository(str(c)), "origin")
+    assert result.kind == "fast-forward" and result.attestations.kind == "refused"
+    assert "attestations: not merged" in result.describe() and signers_on(c) == ["alice@example.com"]
+    assert git(c, "rev-parse", "-q", "--verify", ATTESTATIONS_REF, check=False) == ""
+
+
+def test_git_gpu_proof_push_carries_attestations_with_the_branch(world):
+    a = world.clone("a", hook=False)
+    write_files(a, {"src/kernels.py": "def add(a, b):\n    return b + a\n"})
+    commit_all(a, "swap")
+    key = world.key("alice@example.com")
+    line = attest(a, key, attach_receipt(a, key))
+    pushed = gp(a, "push", "origin")
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert attestation_lines(world.remote) == [line]

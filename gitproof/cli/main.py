@@ -27,6 +27,7 @@ def build_app() -> typer.Typer:
     from gitproof.cli import (
         demo,
         doctor,
+        export,
         fetch,
         hook,
         install,
@@ -51,8 +52,8 @@ def build_app() -> typer.Typer:
         rich_markup_mode=None,  # help texts mention [tool.gpu_proof]; it is not markup
         context_settings=_context_settings(),
     )
-    for module in (run, verify, plan, show, log, status, push, fetch, install, doctor, hook, demo, signers,
-                   migrate):
+    for module in (run, verify, plan, show, log, export, status, push, fetch, install, doctor, hook, demo,
+                   signers, migrate):
         module.register(app)
     _plain_help(app)
 

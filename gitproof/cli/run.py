@@ -35,7 +35,8 @@ EXIT_POLICY = 6  # the tests passed and the receipt is recorded, but the policy 
 def build_pytest_args(key: str | None, principal: str | None, mode: str | None,
                       extra: list[str], *, key_env: str | None = None,
                       unsigned: bool = False, fail_on_skip: bool = False,
-                      shard: str | None = None, kernels: bool = False) -> list[str]:
+                      shard: str | None = None, kernels: bool = False,
+                      attest: bool | None = None) -> list[str]:
     # "--opt=value" in one argument: pytest would take a bare path argument (the key)
     # into account when choosing its root directory. Only the key variable's *name*
     # is passed (and so recorded in pytest-args), never its value.
@@ -54,6 +55,8 @@ def build_pytest_args(key: str | None, principal: str | None, mode: str | None,
         args.append("--gpu-proof-fail-on-skip")
     if kernels:
         args.append("--gpu-proof-kernels")
+    if attest is not None:
+        args.append("--gpu-proof-attest" if attest else "--gpu-proof-no-attest")
     return args + list(extra)
 
 
@@ -96,6 +99,13 @@ def command(
              "memsets that ran meanwhile, as CUPTI traced them (needs libcupti: the nvidia-cuda-cupti wheel "
              "or the CUDA toolkit). "
              "Also [tool.gpu_proof] record_kernels = true. Needed by --require-gpu-kernels."),
+    attest: Optional[bool] = typer.Option(
+        None, "--attest/--no-attest",
+        help="Also write an in-toto attestation: a DSSE envelope over the receipt's in-toto statement, "
+             "signed with the same key, in refs/notes/gpu-proof-attestations (checked by `verify "
+             "--attestations`). The private key must be usable in-process (a key file, --key-env, or "
+             "a passphrase typed once); an ssh-agent-only key is refused before any test runs. "
+             "Default: [tool.gpu_proof] attest."),
     unsigned: bool = typer.Option(
         False, "--unsigned",
         help="Dry run: record an UNSIGNED receipt, no signing key needed. Verification rejects "
@@ -125,7 +135,7 @@ def command(
     """
     try:
         code = _run(ctx.args, key, key_env, principal, mode, shard, fail_on_skip, kernels, unsigned,
-                    python, not no_policy_check)
+                    python, not no_policy_check, attest)
     except KeyboardInterrupt:
         fail("interrupted; nothing recorded", EXIT_INTERRUPTED)
     raise typer.Exit(code)
@@ -133,7 +143,7 @@ def command(
 
 def _run(extra: list[str], key: str | None, key_env: str | None, principal: str | None, mode: str | None,
          shard: str | None, fail_on_skip: bool, kernels: bool, unsigned: bool, python: str | None,
-         policy_check: bool) -> int:
+         policy_check: bool, attest: bool | None = None) -> int:
     repo = open_repo()
     if repo.workdir is None:
         fail("run needs a working tree, not a bare repository")
@@ -145,7 +155,7 @@ def _run(extra: list[str], key: str | None, key_env: str | None, principal: str 
     before = run_check.before_run(repo)
     args = build_pytest_args(plan.key if plan else key, principal, mode, extra,
                              key_env=plan.key_env if plan else key_env, unsigned=unsigned,
-                             fail_on_skip=fail_on_skip, shard=shard, kernels=kernels)
+                             fail_on_skip=fail_on_skip, shard=shard, kernels=kernels, attest=attest)
     code = run_pytest(interpreter, args, Path(repo.workdir), plan.environment if plan else None)
     if code != 0 or not policy_check:
         return code

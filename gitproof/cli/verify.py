@@ -53,6 +53,10 @@ def command(
                                                help=f"Receipts must have this mode: {', '.join(MODES)}."),
     require_clean: bool = typer.Option(False, "--require-clean",
                                        help="Reject runs with uncommitted changes outside the fingerprint paths."),
+    attestations: bool = typer.Option(False, "--attestations",
+                                      help="Also require, for the receipt that validates each commit, a DSSE "
+                                           "envelope (in-toto test-result statement) signed by the same key, "
+                                           "in refs/notes/gpu-proof-attestations (`run --attest` writes it)."),
 ) -> None:
     """Check that each revision's GPU code is covered by a valid signed receipt.
 
@@ -79,6 +83,10 @@ def command(
         verifier = open_verifier(repo, policy, trust_rev=trust_ref)
         warn_about_trust(verifier)
         verdicts = [(rev, verifier.verify(commit), commit) for rev, commit in commits]
+        if attestations:
+            from gitproof.verify.attestations import require_attestations
+
+            verdicts = [(rev, require_attestations(repo, v), commit) for rev, v, commit in verdicts]
     ok = all(v.ok for _, v, _ in verdicts)
     for warning in accepted_warnings(v for _, v, _ in verdicts):
         typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)

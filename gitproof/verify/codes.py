@@ -42,3 +42,6 @@ class Code(StrEnum):
     NO_RECEIPT = "no-receipt"
     # run_check: the policy itself could not be read
     POLICY = "policy"
+    # verify --attestations: the DSSE envelope of the receipt that validates the commit
+    ATTESTATION_MISSING = "attestation-missing"
+    ATTESTATION_INVALID = "attestation-invalid"

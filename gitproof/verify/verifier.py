@@ -162,8 +162,7 @@ class Verifier:
             return CommitVerdict(str(commit.id), state, trees, best, relation=relation)
         reasons: list[Failure] = []
         for verdict in candidates:
-            located = [f if verdict.note_commit == str(commit.id) else _located(f, verdict.note_commit)
-                       for f in verdict.failures]
+            located = [_located(f, verdict.note_commit) for f in verdict.failures]
             reasons += [f for f in located if f not in reasons]
         if not reasons:
             reasons = [self._history_reason(commit, trees, scope)]
@@ -188,9 +187,17 @@ class Verifier:
             return own[0], SELF
         newest_first = sorted(valid, key=_finished, reverse=True)
         for verdict in newest_first:
-            if self._parent_found(verdict.note_commit, commit) or self._is_ancestor(verdict.note_commit, commit):
+            if self.relation(verdict.note_commit, commit) == ANCESTOR:
                 return verdict, ANCESTOR
         return newest_first[0], ELSEWHERE
+
+    def relation(self, holder: str, commit: pygit2.Commit) -> str:
+        """Where a note on ``holder`` sits relative to ``commit``: SELF, ANCESTOR or ELSEWHERE."""
+        if holder == str(commit.id):
+            return SELF
+        if self._parent_found(holder, commit) or self._is_ancestor(holder, commit):
+            return ANCESTOR
+        return ELSEWHERE
 
     def _parent_found(self, holder: str, commit: pygit2.Commit) -> bool:
         """A parent already judged through a receipt on itself or on its ancestor ``holder``: the

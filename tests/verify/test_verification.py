@@ -61,7 +61,8 @@ def test_change_then_revert_is_validated_again_by_content(project):
     # The receipt is found by its trees, though a changed commit lies between it and the revert.
     verdict = project.verify()
     assert verdict.state == UNCHANGED and verdict.relation == ANCESTOR
-    assert verdict.receipt is not None and verdict.receipt.note_commit == git(project.root, "rev-parse", "HEAD~2").strip()
+    holder = git(project.root, "rev-parse", "HEAD~2")
+    assert verdict.receipt is not None and verdict.receipt.note_commit == holder
     # A receipt on the reverted commit itself is preferred.
     project.attach("HEAD", project.signed("HEAD~2"))
     assert project.verify().state == VALIDATED
