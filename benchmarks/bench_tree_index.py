@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -113,10 +114,9 @@ def _run(base: Path, args: argparse.Namespace) -> int:
     shutil.copytree(small_root, big_root)
     big = pygit2.Repository(str(big_root))
     add_fillers(big, args.receipts)
-    import os
     os.chdir(small_root)  # open_verifier reads pyproject.toml from the working directory's repository
-    states = {name: verify_state(repo, rev) for name, repo in (("small", small), ("big", big))
-              for rev in ("HEAD", squash)}
+    states = {f"{name} {label}": verify_state(repo, rev) for name, repo in (("small", small), ("big", big))
+              for label, rev in (("HEAD", "HEAD"), ("squash", squash))}
     print(f"verdicts: {states}")
 
     def in_repo(root: Path, repo: pygit2.Repository, rev: str):
