@@ -219,23 +219,26 @@ def receipts_lost(repo: pygit2.Repository, updates: list[RefUpdate], notes_ref: 
     """What a push of the notes ref would take from the remote, one sentence each; [] when nothing.
 
     A deletion, or a replacement that lacks receipts the remote has (a forced push of an
-    older or rewritten notes ref), loses receipts for everyone who fetches afterwards.
+    older or rewritten notes ref), loses receipts for everyone who fetches afterwards. The
+    same holds for the attestations ref and its envelopes.
     """
+    from gitproof.attestation_notes import ATTESTATIONS_REF
     from gitproof.sync import missing_entries
 
+    noun = "attestation" if notes_ref == ATTESTATIONS_REF else "receipt"
     losses = []
     for update in updates:
         if update.remote_ref != notes_ref or not update.remote_known:
             continue
         if update.is_deletion:
-            losses.append(f"it deletes {notes_ref} on the remote, and every receipt in it")
+            losses.append(f"it deletes {notes_ref} on the remote, and every {noun} in it")
         elif update.remote_sha not in repo or update.local_sha not in repo:
-            losses.append(f"it replaces {notes_ref} on the remote with receipts never merged with the "
+            losses.append(f"it replaces {notes_ref} on the remote with {noun}s never merged with the "
                           "remote's own; run `git gpu-proof fetch` first, then push again")
         else:
             try:
                 lost = missing_entries(repo, repo[update.local_sha].peel(pygit2.Commit),
-                                       repo[update.remote_sha].peel(pygit2.Commit))
+                                       repo[update.remote_sha].peel(pygit2.Commit), notes_ref)
             except (ValueError, pygit2.GitError):  # InvalidSpecError: a blob or a tree
                 losses.append(f"{notes_ref} here or on the remote is not a notes commit; run "
                               "`git gpu-proof fetch` to see why, and repair it before pushing receipts")
@@ -243,6 +246,6 @@ def receipts_lost(repo: pygit2.Repository, updates: list[RefUpdate], notes_ref: 
             if lost:
                 where = ", ".join(commit[:10] for commit in sorted(lost)[:5])
                 more = f" (+{len(lost) - 5} more)" if len(lost) > 5 else ""
-                losses.append(f"it drops {sum(lost.values())} receipt(s) the remote has, on {where}{more}; "
+                losses.append(f"it drops {sum(lost.values())} {noun}(s) the remote has, on {where}{more}; "
                               "run `git gpu-proof fetch` to merge them, then push again")
     return losses

@@ -7,8 +7,10 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from gitproof.attestation_notes import ATTESTATIONS_REF
 from gitproof.notes import NOTES_REF
 from gitproof.pending import PendingStore
+from tests.attestations import attest
 from tests.helpers import commit_all, git, write_files
 from tests.receipts import attach_receipt
 from tests.remotes import World, gp, push, tool_env
@@ -308,6 +310,22 @@ def test_deleting_the_remote_notes_ref_is_refused(world, clone):
     assert "push refused: it would lose receipts on origin" in refused.stderr
     assert f"it deletes {NOTES_REF} on the remote" in refused.stderr
     assert remote_has(world, NOTES_REF) == on_remote
+
+
+def test_deleting_or_replacing_the_remote_attestations_is_refused(world, clone):
+    signed = attach_receipt(clone, world.key("alice@example.com"))
+    attest(clone, world.key("alice@example.com"), signed)
+    assert gp(clone, "push", "origin", NOTES_REF).returncode == 0
+    on_remote = remote_has(world, ATTESTATIONS_REF)
+    assert on_remote
+    refused = push(clone, "origin", f":{ATTESTATIONS_REF}")
+    assert refused.returncode != 0
+    assert f"it deletes {ATTESTATIONS_REF} on the remote, and every attestation in it" in refused.stderr
+    lacking = git(clone, "commit-tree", "-m", "empty attestations",
+                  git(clone, "mktree", input=""))  # a notes commit with no envelope at all
+    refused = push(clone, "--force", "origin", f"{lacking}:{ATTESTATIONS_REF}")
+    assert refused.returncode != 0 and "it drops 1 attestation(s) the remote has" in refused.stderr
+    assert remote_has(world, ATTESTATIONS_REF) == on_remote
 
 
 def test_a_forced_push_of_notes_lacking_the_remotes_receipts_is_refused(world, clone):

@@ -49,6 +49,7 @@ def pre_push(remote: str = "origin", mode: str | None = None, stdin_text: str | 
 
 
 def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
+    from gitproof.attestation_notes import ATTESTATIONS_REF
     from gitproof.notes import NOTES_REF
     from gitproof.sync import SyncError, push_notes
     from gitproof.verify import open_verifier
@@ -58,7 +59,7 @@ def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
     verifier = open_verifier(repo)
     for warning in verifier.trust.warnings:
         _say(f"gpu-proof: warning: {warning}")
-    losses = receipts_lost(repo, updates, NOTES_REF)
+    losses = receipts_lost(repo, updates, NOTES_REF) + receipts_lost(repo, updates, ATTESTATIONS_REF)
     if losses:
         _say(f"gpu-proof: push refused: it would lose receipts on {remote}", red=True)
         for loss in losses:
