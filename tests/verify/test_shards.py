@@ -281,3 +281,26 @@ def test_verify_on_a_sharded_commit(suite):
     suite.attach("io")
     again = suite.gp("verify")
     assert again.returncode == 0 and again.stdout.split()[1] == "unchanged"
+
+
+# -- shards found by their trees, wherever their receipts sit ----------------------------------------
+
+
+def test_a_squash_of_two_shard_runs_is_validated_shard_by_shard(suite):
+    """Each shard's receipt sits on a different pull-request commit; the squash has neither note."""
+    base = git(suite.root, "rev-parse", "HEAD")
+    git(suite.root, "switch", "-q", "-c", "pr")
+    kernels_at = suite.commit({"src/kernels/add.py": "def add(a, b):\n    return b + a\n"}, "pr: kernels")
+    suite.attach("kernels")
+    io_at = suite.commit({"src/io/read.py": "def read(path):\n    return path\n"}, "pr: io")
+    suite.attach("io")
+    git(suite.root, "switch", "-q", "main")
+    git(suite.root, "merge", "-q", "--squash", "pr")
+    squashed = commit_all(suite.root, "pr (#1), squashed")
+    assert git(suite.root, "rev-parse", "HEAD~1") == base
+    verdict = suite.verify()
+    assert verdict.ok and verdict.state == UNCHANGED, verdict.reasons
+    assert {name: part.receipt.note_commit for name, part in verdict.shards.items()} == {
+        "kernels": kernels_at, "io": io_at}
+    assert {part.relation for part in verdict.shards.values()} == {"same code"}
+    assert verdict.commit == squashed
