@@ -28,7 +28,7 @@ import hashlib
 import mmap
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -37,7 +37,7 @@ import pygit2
 from gitproof.files import write_atomically
 from gitproof.git import common_dir
 from gitproof.notes import NotesStore, is_note_path, walk_notes_tree
-from gitproof.receipt import MAGIC, MAX_NOTE_BYTES, ReceiptFormatError
+from gitproof.receipt import MAGIC, MAX_NOTE_BYTES, SIG_BEGIN, UNSIGNED_TRAILER, ReceiptFormatError
 from gitproof.receipt.parse import unescape
 
 Trees = dict[str, str | None]
@@ -50,6 +50,15 @@ _ID_WIDTH = 64  # commit ids padded to SHA-256 width, so that every record has t
 _RECORD = _KEY_HEX + 1 + _ID_WIDTH + 1
 _FIELD = re.compile(rb"^(tree|shard): ([^\n]*)$", re.MULTILINE)
 _MAGIC_LINE = b"\n" + MAGIC.encode() + b"\n"
+_SIG_BEGIN = ("\n" + SIG_BEGIN + "\n").encode()
+_UNSIGNED = ("\n" + UNSIGNED_TRAILER).encode()
+# Bounds on what one note can put in the index; a real note holds a few receipts, and the
+# same note blob sits on one commit (or a few, where an older install copied it on rebase).
+MAX_CLAIMS_PER_NOTE = 64
+MAX_COMMITS_PER_NOTE = 16
+_BLOB_MODES = (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE, pygit2.enums.FileMode.LINK)
+_COMMIT_ID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_RECORD_RE = re.compile(rb"[0-9a-f]{64} [0-9a-f]{40}(?:[0-9a-f]{24}| {24})\n")
 _ABSENT = "absent"
 
 
@@ -63,24 +72,38 @@ def scope_key(shard: str | None, paths: Iterable[str], trees: Trees) -> str | No
     return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def claimed_trees(note: bytes) -> Iterator[tuple[str | None, Trees]]:
-    """(shard, trees) as each receipt in a note claims them, read from the header only.
+def claimed_trees(note: bytes, limit: int = MAX_CLAIMS_PER_NOTE) -> list[tuple[str | None, Trees]]:
+    """The distinct (shard, trees) that the receipts in a note claim, read from their headers,
+    at most ``limit`` of them.
 
     Lenient on purpose: the receipts are judged in full later, so anything that looks like a
-    receipt header is worth listing, and anything else is skipped.
+    signed (or unsigned) receipt is worth listing, and anything else is skipped. The limit keeps
+    a hostile note of many fake headers from filling the index: a real note holds a few receipts.
     """
+    claims: list[tuple[str | None, Trees]] = []
     for chunk in (b"\n" + note).split(_MAGIC_LINE)[1:]:
-        end = chunk.find(b"\n\n")
-        shard: str | None = None
-        trees: Trees = {}
-        for name, raw in _FIELD.findall(chunk, 0, end if end >= 0 else len(chunk)):
-            value = raw.decode("utf-8", "replace")
-            if name == b"shard":
-                shard = _unescaped(value)
-            else:
-                tree, _, path = value.partition(" ")
-                trees[_unescaped(path)] = None if tree == _ABSENT else tree
-        yield shard, trees
+        if _SIG_BEGIN not in chunk and _UNSIGNED not in chunk:
+            continue  # not a receipt split_note would hand to the verifier
+        claim = _claim(chunk)
+        if claim not in claims:
+            claims.append(claim)
+            if len(claims) >= limit:
+                break
+    return claims
+
+
+def _claim(chunk: bytes) -> tuple[str | None, Trees]:
+    end = chunk.find(b"\n\n")
+    shard: str | None = None
+    trees: Trees = {}
+    for name, raw in _FIELD.findall(chunk, 0, end if end >= 0 else len(chunk)):
+        value = raw.decode("utf-8", "replace")
+        if name == b"shard":
+            shard = _unescaped(value)
+        else:
+            tree, _, path = value.partition(" ")
+            trees[_unescaped(path)] = None if tree == _ABSENT else tree
+    return shard, trees
 
 
 def _unescaped(value: str) -> str:
@@ -130,48 +153,66 @@ class TreeIndex:
     def _use(self, data: bytes | mmap.mmap, tip_id: str, offset: int) -> None:
         self._data, self._tip, self._offset = data, tip_id, offset
 
-    def _records_of(self, commit_id: str, note: bytes) -> list[bytes]:
-        records = []
-        padded = commit_id.encode("ascii").ljust(_ID_WIDTH)
+    def _records(self, notes: Iterable[tuple[str, str]]) -> list[bytes]:
+        """The records of (commit id, note blob id) pairs: each blob read once, whatever the number
+        of commits it sits on, and indexed for at most MAX_COMMITS_PER_NOTE of them."""
+        keys: dict[str, list[bytes]] = {}
+        uses: dict[str, int] = {}
+        records: set[bytes] = set()
+        for commit_id, blob_id in notes:
+            uses[blob_id] = uses.get(blob_id, 0) + 1
+            if uses[blob_id] > MAX_COMMITS_PER_NOTE:
+                continue
+            if blob_id not in keys:
+                keys[blob_id] = self._keys_of(self._note(blob_id))
+            padded = commit_id.encode("ascii").ljust(_ID_WIDTH)
+            records.update(key + b" " + padded + b"\n" for key in keys[blob_id])
+        return list(records)
+
+    def _keys_of(self, note: bytes) -> list[bytes]:
+        keys = []
         for shard, trees in claimed_trees(note):
             for scope_shard, paths in self.scopes:
-                if scope_shard != shard:
-                    continue
-                key = scope_key(shard, paths, trees)
-                if key is not None:
-                    records.append(key.encode("ascii") + b" " + padded + b"\n")
-        return records
+                key = scope_key(shard, paths, trees) if scope_shard == shard else None
+                if key is not None and key.encode("ascii") not in keys:
+                    keys.append(key.encode("ascii"))
+        return keys
 
     def _note(self, blob_id: str) -> bytes:
         odb = self.repo.odb  # straight from the object database: no Blob object, twice as fast
-        if odb.read_header(blob_id)[1] > MAX_NOTE_BYTES:
-            return b""  # never read; the verifier reports such a note when it meets it
-        return odb.read(blob_id)[1]
+        try:
+            kind, size = odb.read_header(blob_id)
+            if kind != pygit2.enums.ObjectType.BLOB or size > MAX_NOTE_BYTES:
+                return b""  # never read; the verifier reports such a note when it meets it
+            return odb.read(blob_id)[1]
+        except (KeyError, ValueError, pygit2.GitError):
+            return b""  # not in this repository (a submodule entry, a partial clone)
 
     def _build(self, tip: pygit2.Commit | None) -> list[bytes]:
         """Every record, from the notes themselves."""
-        records: list[bytes] = []
         if tip is None:
-            return records
-        for commit_id, (blob_id, _) in walk_notes_tree(tip.tree, "", "").items():
-            records += self._records_of(commit_id, self._note(blob_id))
-        return records
+            return []
+        notes = walk_notes_tree(tip.tree, "", "")
+        return self._records((commit_id, blob_id) for commit_id, (blob_id, _) in notes.items())
 
     def _updated(self, stored: tuple[str, bytes | mmap.mmap, int], tip: pygit2.Commit | None) -> list[bytes] | None:
         """The stored records carried to the new tip by reading only the notes that changed;
-        None when the stored tip's tree is no longer in the repository."""
+        None when the stored tip's tree is no longer in the repository or a record is damaged."""
         old_tip, data, offset = stored
         old_tree = _tree_of(self.repo, old_tip)
         if old_tree is None and old_tip:
             return None
         new_tree = tip.tree if tip else None
         changed = _changed_notes(self.repo, old_tree, new_tree)
-        kept = [bytes(data[i:i + _RECORD]) for i in range(offset, len(data), _RECORD)]
-        kept = [r for r in kept if r[_KEY_HEX + 1:-1].rstrip().decode("ascii") not in changed]
-        for commit_id, blob_id in changed.items():
-            if blob_id is not None:
-                kept += self._records_of(commit_id, self._note(blob_id))
-        return kept
+        kept = []
+        for start in range(offset, len(data), _RECORD):
+            record = bytes(data[start:start + _RECORD])
+            if not _RECORD_RE.match(record):
+                return None
+            if record[_KEY_HEX + 1:-1].rstrip().decode("ascii") not in changed:
+                kept.append(record)
+        added = self._records((commit, blob) for commit, blob in changed.items() if blob is not None)
+        return kept + added
 
     # -- the file --------------------------------------------------------------------------------
 
@@ -216,8 +257,8 @@ def _lookup(data: bytes | mmap.mmap, offset: int, key: bytes) -> list[str]:
         start = offset + i * _RECORD
         if data[start:start + _KEY_HEX] != key:
             break
-        commit = bytes(data[start + _KEY_HEX + 1:start + _RECORD - 1]).rstrip().decode("ascii")
-        if commit not in found:
+        commit = bytes(data[start + _KEY_HEX + 1:start + _RECORD - 1]).rstrip().decode("ascii", "replace")
+        if _COMMIT_ID.match(commit) and commit not in found:  # a damaged record names no commit
             found.append(commit)
     return found
 
@@ -255,8 +296,8 @@ def _changed_notes(repo: pygit2.Repository, old: pygit2.Tree | None,
     changed: dict[str, str | None] = {}
     for delta in old.diff_to_tree(new).deltas:
         for side, present in ((delta.old_file, False), (delta.new_file, True)):
-            if not is_note_path(side.path):
-                continue
+            if not is_note_path(side.path) or side.mode not in _BLOB_MODES:
+                continue  # a gitlink or a link at a note's path is no note (walk_notes_tree agrees)
             commit = side.path.replace("/", "")
             if present and delta.status != pygit2.enums.DeltaStatus.DELETED:
                 changed[commit] = str(side.id)

@@ -9,9 +9,10 @@ import pygit2
 import pytest
 
 from gitproof.notes import NOTES_REF, NotesStore, tree_with_note
-from gitproof.receipt import MAGIC, MAX_NOTE_BYTES
-from gitproof.tree_index import TreeIndex, claimed_trees, scope_key
+from gitproof.receipt import MAGIC, MAX_NOTE_BYTES, SIG_BEGIN, SIG_END
+from gitproof.tree_index import MAX_CLAIMS_PER_NOTE, MAX_COMMITS_PER_NOTE, TreeIndex, claimed_trees, scope_key
 from gitproof.verify import ANCESTOR, ELSEWHERE, SELF, UNCHANGED, UNVALIDATED, VALIDATED
+from gitproof.verify.verifier import MAX_HOLDERS, MAX_REASONS
 from tests.helpers import commit_all, git, write_files
 from tests.receipts import Project
 
@@ -75,7 +76,9 @@ def test_a_change_to_the_code_is_still_refused(project):
 def test_a_receipt_whose_tree_lines_lie_is_found_but_refused(project, keygen):
     """A hostile note claims HEAD's trees over a broken signature: found, judged, refused."""
     signed = project.signed()
-    forged = signed.payload + signed.signature.replace("A", "B", 3).encode()
+    armor = signed.signature.splitlines(keepends=True)
+    armor[1] = armor[1][::-1]  # the signature's first line of base64, scrambled
+    forged = signed.payload + "".join(armor).encode()
     other = side_commit(project, message="elsewhere")
     write_note(project, other, forged)
     verdict = project.verify()
@@ -204,10 +207,20 @@ def test_an_oversized_note_is_not_read_by_the_index(project):
 
 
 def test_claimed_trees_reads_headers_leniently():
+    signature = f"{SIG_BEGIN}\nU1NIU0lH\n{SIG_END}\n"
     note = (f"{MAGIC}\ntree: {'a' * 40} src\ntree: absent tests\nshard: k%25one\n\ntest: passed 1s tree: x y\n"
-            f"junk\n{MAGIC}\ntree: {'b' * 40} s%ZZrc\n\n").encode() + b"\xff\xfe\n"
-    assert list(claimed_trees(note)) == [("k%one", {"src": "a" * 40, "tests": None}),
-                                         (None, {"s%ZZrc": "b" * 40})]
+            f"{signature}junk\n{MAGIC}\ntree: {'b' * 40} s%ZZrc\n\n{signature}"
+            f"{MAGIC}\ntree: {'c' * 40} src\n\n"  # no signature block: not a receipt the verifier would judge
+            ).encode() + b"\xff\xfe\n"
+    assert claimed_trees(note) == [("k%one", {"src": "a" * 40, "tests": None}), (None, {"s%ZZrc": "b" * 40})]
+
+
+def test_one_note_claims_at_most_so_much():
+    signature = f"{SIG_BEGIN}\nU1NIU0lH\n{SIG_END}\n"
+    same = (f"{MAGIC}\ntree: {'a' * 40} src\n\n{signature}" * 1000).encode()
+    assert len(claimed_trees(same)) == 1  # repeats count once
+    distinct = "".join(f"{MAGIC}\ntree: {i:040x} src\n\n{signature}" for i in range(1000)).encode()
+    assert len(claimed_trees(distinct)) == MAX_CLAIMS_PER_NOTE
 
 
 def test_scope_key_needs_every_path():
@@ -230,3 +243,71 @@ def write_note(project: Project, commit: str, data: bytes, fanout: bool = False)
     path = f"{commit[:2]}/{commit[2:]}" if fanout else commit
     tree = tree_with_note(project.repo, tip.tree if tip else None, path, data)
     assert store.commit_tree(tip, tree, "hostile or hand-made note")
+
+
+# -- hostile notes cost bounded work ----------------------------------------------------------------
+
+
+def junk_receipt(project: Project, n: int) -> bytes:
+    """A receipt claiming HEAD's trees whose signature is garbage: found, judged, refused."""
+    signed = project.signed()
+    armor = signed.signature.splitlines(keepends=True)
+    armor[1] = f"{n:08d}" + armor[1][8:]
+    return signed.payload + "".join(armor).encode()
+
+
+def write_notes(project: Project, notes: dict[str, bytes]) -> None:
+    store = NotesStore(project.repo)
+    tip = store.tip()
+    builder = project.repo.TreeBuilder(tip.tree) if tip else project.repo.TreeBuilder()
+    for commit, data in notes.items():
+        builder.insert(commit, project.repo.create_blob(data), pygit2.enums.FileMode.BLOB)
+    assert store.commit_tree(tip, builder.write(), "many notes")
+
+
+def test_one_note_blob_on_many_commits_is_indexed_for_a_few(project):
+    data = junk_receipt(project, 0)
+    write_notes(project, {f"{i:040x}": data for i in range(3 * MAX_COMMITS_PER_NOTE)})
+    assert len(index_of(project).holders(None, ("src", "tests"), head_trees(project))) == MAX_COMMITS_PER_NOTE
+
+
+def test_a_flood_of_junk_claiming_the_code_is_bounded_and_hides_no_receipt_this_clone_has(project):
+    write_notes(project, {f"{i:04x}" * 10: junk_receipt(project, i) for i in range(MAX_HOLDERS + 40)})
+    squashed = side_commit(project)
+    verdict = project.verify(squashed)
+    assert verdict.state == UNVALIDATED
+    assert len(verdict.reasons) == MAX_REASONS
+    assert "more reason(s) not shown" in verdict.reasons[-1].message
+    assert "40 more note(s) claiming this code were not examined" in verdict.reasons[-1].message
+    project.attach()  # the real receipt, on a commit this clone has: examined first
+    verdict = project.verify(squashed)
+    assert verdict.ok and verdict.receipt.note_commit == git(project.root, "rev-parse", "HEAD")
+
+
+def test_a_damaged_record_is_skipped_by_lookups_and_rebuilt_by_updates(project):
+    project.attach()
+    holder = git(project.root, "rev-parse", "HEAD")
+    index_of(project).holders(None, ("src", "tests"), head_trees(project))
+    path = index_of(project).path
+    data = bytearray(path.read_bytes())
+    data[-3] = 0xFF  # a byte in the padding of the only record's commit field
+    path.write_bytes(bytes(data))
+    assert index_of(project).holders(None, ("src", "tests"), head_trees(project)) in ([], [holder])
+    write_files(project.root, {"src/kernels.py": "v2 = 1\n"})
+    commit_all(project.root, "v2")
+    project.attach()  # the notes move: the update meets the damaged record and rebuilds
+    assert index_of(project).holders(None, ("src", "tests"), {**head_trees(project)})
+    assert project.verify(side_commit(project)).ok
+
+
+def test_a_gitlink_at_a_note_path_is_no_note(project):
+    project.attach()
+    index_of(project).holders(None, ("src", "tests"), head_trees(project))
+    store = NotesStore(project.repo)
+    tip = store.tip()
+    builder = project.repo.TreeBuilder(tip.tree)
+    builder.insert("ab" * 20, pygit2.Oid(hex="cd" * 20), pygit2.enums.FileMode.COMMIT)
+    assert store.commit_tree(tip, builder.write(), "a submodule entry among the notes")
+    assert index_of(project).holders(None, ("src", "tests"), head_trees(project))  # incremental, no crash
+    index_of(project).path.unlink()
+    assert index_of(project).holders(None, ("src", "tests"), head_trees(project))  # from nothing

@@ -35,6 +35,11 @@ from gitproof.verify.verdicts import (ANCESTOR, ELSEWHERE, SELF, UNCHANGED, UNVA
                                       Failure, ReceiptVerdict)
 
 _HISTORY_LIMIT = 500
+# Bounds on the work hostile notes can cause: notes found through the tree index that are judged
+# for one code state, receipts judged per such note, and reasons reported for one commit.
+MAX_HOLDERS = 128
+MAX_PER_HOLDER = 16
+MAX_REASONS = 20
 
 
 def effective_policy(repo: pygit2.Repository, trust_ref: str | None, policy_file: Path | None,
@@ -73,6 +78,7 @@ class Verifier:
         self.scopes = _scopes(policy)
         self.all_paths = sorted({p for scope in self.scopes for p in scope.paths})
         self._memo: dict[tuple[str, str | None], CommitVerdict] = {}
+        self._not_examined: dict[tuple[str, str | None], int] = {}
         self._judgements: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], ReceiptVerdict] = {}
         self.tree_index = TreeIndex(self.notes, [(scope.shard, scope.paths) for scope in self.scopes])
 
@@ -160,10 +166,7 @@ class Verifier:
             best, relation = self._nearest(commit, valid)
             state = VALIDATED if relation == SELF else UNCHANGED
             return CommitVerdict(str(commit.id), state, trees, best, relation=relation)
-        reasons: list[Failure] = []
-        for verdict in candidates:
-            located = [_located(f, verdict.note_commit) for f in verdict.failures]
-            reasons += [f for f in located if f not in reasons]
+        reasons = _reasons(candidates, self._not_examined.get((str(commit.id), scope.shard), 0))
         if not reasons:
             reasons = [self._history_reason(commit, trees, scope)]
         return CommitVerdict(str(commit.id), UNVALIDATED, trees, None, reasons)
@@ -175,9 +178,11 @@ class Verifier:
         trees = self.trees_of(commit, scope) if trees is None else trees
         own = str(commit.id)
         verdicts = self._scoped_receipts(own, trees, scope, claiming_only=False)
-        for holder in self.tree_index.holders(scope.shard, scope.paths, trees):
-            if holder != own:
-                verdicts += self._scoped_receipts(holder, trees, scope, claiming_only=True)
+        holders = [h for h in self.tree_index.holders(scope.shard, scope.paths, trees) if h != own]
+        holders.sort(key=lambda holder: holder not in self.repo)  # commits this clone has come first
+        for holder in holders[:MAX_HOLDERS]:
+            verdicts += self._scoped_receipts(holder, trees, scope, claiming_only=True)
+        self._not_examined[(own, scope.shard)] = max(0, len(holders) - MAX_HOLDERS)
         return verdicts
 
     def _nearest(self, commit: pygit2.Commit, valid: list[ReceiptVerdict]) -> tuple[ReceiptVerdict, str]:
@@ -219,10 +224,16 @@ class Verifier:
     def _scoped_receipts(self, holder: str, trees: Trees, scope: Scope, claiming_only: bool) -> list[ReceiptVerdict]:
         """The receipts in one commit's note for this scope, judged; ``claiming_only``: just those
         that claim these trees (a note found through the index may hold receipts for other code)."""
-        verdicts = []
+        verdicts: list[ReceiptVerdict] = []
+        unreadable = 0
         for entry in self.notes.entries(holder):
+            if claiming_only and len(verdicts) >= MAX_PER_HOLDER:
+                break  # a note found through the index holds a few receipts for this code, not thousands
             if entry.signed is None:
-                verdicts.append(ReceiptVerdict(None, holder, [Failure(Code(entry.code), entry.error or "unreadable")]))
+                unreadable += 1
+                if not claiming_only or unreadable == 1:
+                    verdicts.append(ReceiptVerdict(None, holder, [Failure(Code(entry.code),
+                                                                          entry.error or "unreadable")]))
             elif entry.signed.receipt.shard != scope.shard:
                 continue
             elif not claiming_only or _claims(entry.signed, scope, trees):
@@ -288,6 +299,21 @@ def _combine(commit: str, trees: Trees, parts: dict[str | None, CommitVerdict]) 
     signed = [(v.receipt, v.receipt.signed) for v in named.values() if v.receipt and v.receipt.signed]
     newest = max(signed, key=lambda pair: pair[1].receipt.finished, default=(None, None))[0]
     return CommitVerdict(commit, state, trees, newest, reasons, named)
+
+
+def _reasons(candidates: list[ReceiptVerdict], not_examined: int) -> list[Failure]:
+    """Why none of the candidates counts: each reason once, at most MAX_REASONS of them."""
+    unique = dict.fromkeys(_located(f, v.note_commit) for v in candidates for f in v.failures)
+    reasons = list(unique)[:MAX_REASONS]
+    left = len(unique) - len(reasons)
+    notes = [f"{left} more reason(s) not shown"] if left else []
+    if not_examined:
+        notes.append(f"{not_examined} more note(s) claiming this code were not examined "
+                     f"(the first {MAX_HOLDERS} were, commits in this clone first)")
+    if reasons and notes:
+        last = reasons[-1]
+        reasons[-1] = Failure(last.code, f"{last.message} ({'; '.join(notes)})")
+    return reasons
 
 
 def _located(failure: Failure, holder: str) -> Failure:
