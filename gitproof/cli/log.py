@@ -93,8 +93,9 @@ def scope_detail(scope: ScopeAudit) -> str:
     if scope.status == VALID:
         return receipt_brief(r) + where
     if scope.status == WAS_VALID:
+        landed = f" and when the commit landed ({short(scope.landed_at)})" if scope.landed_at else ""
         return (f"signed by {printable(r.signer)} ({printable(r.key_fingerprint)}), trusted at "
-                f"{short(scope.trusted_at or '')} when the receipt was made, since removed from "
+                f"{short(scope.trusted_at or '')} when the receipt was made{landed}, since removed from "
                 f"allowed_signers{where}")
     if scope.status == REVOKED:
         return f"signed by {printable(r.signer)} with a revoked key ({printable(r.key_fingerprint)}){where}"

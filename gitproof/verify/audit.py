@@ -5,17 +5,23 @@ history, so two of those rules give way (docs/security-model.md, "The audit trai
 
 * the age rule (``max_age_days``) is off: a receipt does not stop proving its run by ageing;
 * a receipt whose only failure today is that its signer is no longer in allowed_signers
-  (key rotation) is ``was-valid`` when the allowed_signers file on the trust branch, as it
-  stood when the receipt was made, admitted it. That file is read from the first-parent
-  history of the trust revision (``--trust-ref``, default HEAD), never from the commit under
-  audit or any other branch, so a branch cannot vouch for itself by adding its own key.
+  (key rotation) is ``was-valid`` when the allowed_signers file on the trust branch admitted
+  it twice: as the file stood when the receipt was made, and as it stood just before the audited
+  commit landed (the first parent of the oldest first-parent commit that contains it). Both are
+  read from the first-parent history of the trust revision (``--trust-ref``, default HEAD),
+  never from the commit under audit or any other branch. A commit not on that history never
+  landed there, so it is never ``was-valid``.
+
+Git keeps no record of which commits were ever the branch's tip: under fast-forward or rebase
+merges a pull request's own commits are first-parent commits too, and can vouch for each other
+(the docs say what remains and what guards against it).
 
 Revocation always wins: a receipt signed with a key revoked now is ``revoked``, never
 ``valid`` or ``was-valid``. Everything else that fails is ``never-valid``, with the reasons.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +31,7 @@ import pygit2
 from gitproof.files import MAX_TRUST_FILE
 from gitproof.git import commit_time, find_commit
 from gitproof.policy import Policy, load_policy
+from gitproof.receipt import SignedReceipt
 from gitproof.trust import AllowedSigners, AllowedSignersSource, Trust, TrustError
 from gitproof.trust.locate import blob_at
 from gitproof.verify.checks import SignatureTrusted
@@ -91,7 +98,9 @@ def validating_runs(verdict: CommitVerdict) -> list[RunSummary]:
 @dataclass(frozen=True)
 class ScopeAudit:
     """One scope of one commit: its status, the receipt behind it (valid, was-valid, revoked),
-    the trust-branch commit that admitted a was-valid signer, and the reasons it is not valid now."""
+    for was-valid the trust-branch commits that admitted the signer when the receipt was made
+    (``trusted_at``) and where the commit landed (``landed_at``, whose first parent admitted it),
+    and the reasons it is not valid now."""
 
     shard: str | None
     status: str
@@ -99,6 +108,7 @@ class ScopeAudit:
     relation: str | None = None
     trusted_at: str | None = None
     reasons: tuple[Failure, ...] = ()
+    landed_at: str | None = None
 
     @property
     def run(self) -> RunSummary | None:
@@ -107,7 +117,7 @@ class ScopeAudit:
     def to_json(self) -> dict[str, Any]:
         run = self.run
         return {"shard": self.shard, "status": self.status, "signer": run.signer if run else None,
-                "key": run.key if run else None, "trusted_at": self.trusted_at,
+                "key": run.key if run else None, "trusted_at": self.trusted_at, "landed_at": self.landed_at,
                 "receipt": run.to_json() if run else None, "reasons": [r.to_json() for r in self.reasons]}
 
 
@@ -143,6 +153,18 @@ class WhenMade:
     refusal: str | None
 
 
+@dataclass(frozen=True)
+class Landing:
+    """Where a commit landed on the trust branch: the oldest first-parent commit that contains it,
+    and the commit whose allowed_signers the merge gate judged it by (the landing commit's first
+    parent; the landing commit itself when it is the branch's first). ``refusal``: why neither is known."""
+
+    commit: str | None
+    base: str | None
+    moment: datetime | None = None
+    refusal: str | None = None
+
+
 class TrustHistory:
     """The committed allowed_signers file along the first-parent history of the trust revision.
 
@@ -153,8 +175,11 @@ class TrustHistory:
     def __init__(self, repo: pygit2.Repository, tip: pygit2.Commit, path: str, today: AllowedSignersSource,
                  limit: int = TRUST_HISTORY_LIMIT) -> None:
         self.repo, self.tip, self.path, self.today, self.limit = repo, tip, path, today, limit
-        self._line: list[tuple[str, datetime]] | None = None
+        self._line: list[tuple[str, datetime | None]] | None = None
+        self._positions: dict[str, int] = {}
+        self._reaches_root = False
         self._sources: dict[str, AllowedSignersSource | str] = {}
+        self._landings: dict[str, Landing] = {}
 
     def when_made(self, verdict: ReceiptVerdict) -> WhenMade:
         assert verdict.signed is not None, "only a parsed receipt has a time"
@@ -163,20 +188,62 @@ class TrustHistory:
         if at is None:
             return WhenMade(None, f"no commit of the trust branch (searched {self.limit}) is as old as "
                                   f"the receipt ({finished.isoformat()})")
-        source = self._source_at(at)
-        if isinstance(source, str):
-            return WhenMade(at, source)
-        refusal = Trust(source, finished).refusal(verdict.signed)
-        return WhenMade(at, None if refusal is None else f"{refusal.message} (allowed_signers at {at[:10]})")
+        return WhenMade(at, self._refusal_at(at, finished, verdict.signed))
+
+    def when_landed(self, commit_id: str, verdict: ReceiptVerdict) -> Landing:
+        """Where ``commit_id`` landed, with ``refusal`` set when the allowed_signers file the merge
+        gate used then (judged at the landing commit's time) did not admit the receipt's signer."""
+        assert verdict.signed is not None, "only a parsed receipt has a signer"
+        landing = self.landing(commit_id)
+        if landing.base is None:
+            return landing
+        refusal = self._refusal_at(landing.base, landing.moment or verdict.signed.receipt.finished, verdict.signed)
+        return landing if refusal is None else Landing(landing.commit, landing.base, landing.moment, refusal)
 
     def commit_at(self, moment: datetime) -> str | None:
         """The newest first-parent commit made at or before ``moment``, or None."""
-        return next((commit for commit, made in self._first_parents() if made <= moment), None)
+        return next((commit for commit, made in self._first_parents() if made is not None and made <= moment),
+                    None)
 
-    def _first_parents(self) -> list[tuple[str, datetime]]:
+    def landing(self, commit_id: str) -> Landing:
+        """Where ``commit_id`` landed on the trust branch (cached per commit)."""
+        if commit_id not in self._landings:
+            self._landings[commit_id] = self._find_landing(commit_id)
+        return self._landings[commit_id]
+
+    def _find_landing(self, commit_id: str) -> Landing:
+        line = self._first_parents()
+        try:
+            oldest = self._positions.get(commit_id)  # a commit on the line landed as itself
+            if oldest is None:
+                oldest = _oldest_containing([commit for commit, _ in line], commit_id, self.repo)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            return Landing(None, None, refusal=f"where {commit_id[:10]} landed is not known: {exc}")
+        if oldest is None:
+            return Landing(None, None, refusal=f"{commit_id[:10]} is not on the first-parent history of the "
+                                               f"trust revision ({str(self.tip.id)[:10]}): it never landed there")
+        landed, moment = line[oldest]
+        if oldest + 1 < len(line):
+            return Landing(landed, line[oldest + 1][0], moment)
+        if self._reaches_root:  # nothing came before the branch's first commit
+            return Landing(landed, landed, moment)
+        return Landing(None, None, refusal=f"{commit_id[:10]} landed before the {len(line)} trust-branch "
+                                           f"commits searched (limit or shallow clone)")
+
+    def _first_parents(self) -> list[tuple[str, datetime | None]]:
         if self._line is None:
-            self._line = list(_first_parent_line(self.tip, self.limit))
+            self._line, self._reaches_root = _first_parent_line(self.repo, self.tip, self.limit)
+            self._positions = {commit: index for index, (commit, _) in enumerate(self._line)}
         return self._line
+
+    def _refusal_at(self, commit_id: str, moment: datetime, signed: SignedReceipt) -> str | None:
+        """Why the allowed_signers file at ``commit_id``, judged at ``moment``, does not admit the
+        receipt's signature (revocation as today); None when it does."""
+        source = self._source_at(commit_id)
+        if isinstance(source, str):
+            return source
+        refusal = Trust(source, moment).refusal(signed)
+        return None if refusal is None else f"{refusal.message} (allowed_signers at {commit_id[:10]})"
 
     def _source_at(self, commit_id: str) -> AllowedSignersSource | str:
         """The allowed_signers file at a commit, parsed once per blob; a string says why there is none."""
@@ -197,18 +264,41 @@ class TrustHistory:
         return AllowedSignersSource(signers, self.today.revoked)
 
 
-def _first_parent_line(tip: pygit2.Commit, limit: int) -> Iterator[tuple[str, datetime]]:
-    commit: pygit2.Commit | None = tip
-    for _ in range(limit):
-        if commit is None:
-            return
-        made = commit_time(commit)
-        if made is not None:
-            yield str(commit.id), made
+def _first_parent_line(repo: pygit2.Repository, tip: pygit2.Commit,
+                       limit: int) -> tuple[list[tuple[str, datetime | None]], bool]:
+    """The first-parent commits from ``tip``, newest first, at most ``limit``, with their committer
+    times; and whether the line ends at the branch's first commit rather than at the limit, a
+    missing parent or a shallow clone's edge (where a commit looks parentless but is not)."""
+    line: list[tuple[str, datetime | None]] = []
+    commit = tip
+    while len(line) < limit:
+        line.append((str(commit.id), commit_time(commit)))
+        if not commit.parent_ids:
+            return line, not repo.is_shallow
         try:
-            commit = commit.parents[0] if commit.parent_ids else None
+            commit = commit.parents[0]
         except (KeyError, IndexError, pygit2.GitError):
-            return  # a shallow clone ends here
+            return line, False
+    return line, False
+
+
+def _oldest_containing(line: list[str], commit_id: str, repo: pygit2.Repository) -> int | None:
+    """The index in ``line`` (first parents, newest first) of the oldest commit that is
+    ``commit_id`` or descends from it; None when even the newest does not. A commit contains
+    whatever its first parent contains, so the containing commits are a prefix of the line."""
+    def contains(index: int) -> bool:
+        return line[index] == commit_id or bool(repo.descendant_of(line[index], commit_id))
+
+    if not line or not contains(0):
+        return None
+    low, high = 0, len(line)  # contains(low); nothing at or past high is known to
+    while high - low > 1:
+        middle = (low + high) // 2
+        if contains(middle):
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 # -- the auditor ------------------------------------------------------------------------------
@@ -242,16 +332,31 @@ class Auditor:
         candidates = self._nearest_first(commit, self.verifier.candidates(commit, scope))
         for verdict, relation in candidates:
             if self._only_failure(verdict) == Code.SIGNER_NOT_ALLOWED and self.history is not None:
-                made = self.history.when_made(verdict)
-                if made.refusal is None:
-                    return ScopeAudit(scope.shard, WAS_VALID, verdict, relation, made.trust_commit,
-                                      tuple(verdict.failures))
-                reasons.append(Failure(Code.SIGNER_NOT_ALLOWED, f"receipt on {verdict.note_commit[:10]}: "
-                                                                f"not trusted when made either: {made.refusal}"))
+                judged = self._was_valid(self.history, commit, scope, verdict, relation)
+                if isinstance(judged, ScopeAudit):
+                    return judged
+                reasons.append(judged)
         for verdict, relation in candidates:
             if self._only_failure(verdict) == Code.KEY_REVOKED:
                 return ScopeAudit(scope.shard, REVOKED, verdict, relation, reasons=tuple(verdict.failures))
         return ScopeAudit(scope.shard, NEVER_VALID, reasons=tuple(reasons))
+
+    @staticmethod
+    def _was_valid(history: TrustHistory, commit: pygit2.Commit, scope: Scope, verdict: ReceiptVerdict,
+                   relation: str) -> ScopeAudit | Failure:
+        """The was-valid audit of a receipt refused today only for its signer, or why it is not:
+        the trust branch must have admitted the signer when the receipt was made and when the
+        commit landed."""
+        where = f"receipt on {verdict.note_commit[:10]}"
+        made = history.when_made(verdict)
+        if made.refusal is not None:
+            return Failure(Code.SIGNER_NOT_ALLOWED, f"{where}: not trusted when made either: {made.refusal}")
+        landed = history.when_landed(str(commit.id), verdict)
+        if landed.refusal is not None:
+            return Failure(Code.SIGNER_NOT_ALLOWED, f"{where}: not trusted when {str(commit.id)[:10]} landed "
+                                                    f"on the trust branch: {landed.refusal}")
+        return ScopeAudit(scope.shard, WAS_VALID, verdict, relation, made.trust_commit, tuple(verdict.failures),
+                          landed.commit)
 
     def _only_failure(self, verdict: ReceiptVerdict) -> Code | None:
         """The code of the signature check's failure when it is the receipt's only failure: the

@@ -181,6 +181,113 @@ def test_a_key_on_a_side_branch_only_is_not_was_valid(team):
     assert any("not trusted when made either" in r.message for r in scope.reasons)
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+CODE = {"src/kernels.py": "def add(a, b):\n    return b + a\n"}
+
+
+def land(team: Team, branch: str, style: str, when: datetime) -> str:
+    """Bring ``branch`` onto main at ``when`` as a forge's merge button would; returns main's tip."""
+    env = {**os.environ, "GIT_AUTHOR_DATE": when.isoformat(), "GIT_COMMITTER_DATE": when.isoformat()}
+    if style == "rebase":
+        subprocess.run(["git", "rebase", "-q", "main", branch], cwd=team.root, env=env, check=True)
+    git(team.root, "checkout", "-q", "main")
+    args = {"ff": ["--ff-only"], "rebase": ["--ff-only"], "merge": ["--no-ff", "-m", "merge"],
+            "squash": ["--squash"]}[style]
+    subprocess.run(["git", "merge", "-q", *args, branch], cwd=team.root, env=env, check=True)
+    return commit_at(team.root, "squash", when) if style == "squash" else team.id("HEAD")
+
+
+def _section(path: Path, heading: str) -> str:
+    text = path.read_text()
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start:end if end != -1 else None]
+
+
+def _temporary_key_pr(team: Team) -> tuple[str, str, str]:
+    """The review's pull request: X adds mallory's key, G changes src/ and carries mallory's
+    receipt, Y removes the key; the net diff leaves allowed_signers as it was."""
+    git(team.root, "checkout", "-q", "-b", "pr")
+    x = team.trust(["alice", "mallory"], START + DAY, "X: temporary key")
+    g = team.commit(CODE, START + 2 * DAY, "G: kernel")
+    team.attach(g, "mallory", START + 3 * DAY)
+    y = team.trust(["alice"], START + 4 * DAY, "Y: drop the key")
+    assert git(team.root, "diff", team.base, "pr", "--", SIGNERS) == ""
+    return x, g, y
+
+
+@pytest.mark.parametrize("style", ["merge", "squash"])
+def test_a_temporary_key_in_a_merged_or_squashed_pr_is_not_was_valid(team, style):
+    _temporary_key_pr(team)
+    tip = land(team, "pr", style, START + 5 * DAY)
+    for rev in ("pr~1", tip):
+        scope = only(team.audit(rev, "refs/heads/main"))
+        assert scope.status == NEVER_VALID and scope.trusted_at is None
+
+
+def test_a_temporary_key_in_a_fast_forwarded_pr_is_the_documented_limit(team):
+    # What history alone cannot tell: after a fast-forward, X, G and Y are first-parent commits of
+    # main, as if each had been pushed there. G and Y stay was-valid, naming the PR's own commits.
+    _, g, y = _temporary_key_pr(team)
+    land(team, "pr", "ff", START + 5 * DAY)
+    for rev in (g, y):
+        scope = only(team.audit(rev, "refs/heads/main"))
+        assert scope.status == WAS_VALID and scope.run.signer == "mallory@example.com"
+        assert scope.trusted_at == g and scope.landed_at == rev
+    # It reaches no further: the next commit lands on Y, whose allowed_signers lacks the key.
+    team.commit({"README.md": "later\n"}, START + 6 * DAY, "docs")
+    scope = only(team.audit("HEAD", "refs/heads/main"))
+    assert scope.status == NEVER_VALID
+    assert any("landed on the trust branch: " in r.message and y[:10] in r.message for r in scope.reasons)
+    for doc, heading in ((DOCS / "security-model.md", "## The audit trail"),
+                         (DOCS / "cli.md", "### The audit view")):
+        section = _section(doc, heading)
+        assert "fast-forward" in section and "landed_at" in section and "squash" in section
+
+
+@pytest.mark.parametrize("style", ["merge", "squash", "rebase"])
+def test_a_receipt_made_before_the_removal_on_code_landing_after_it_is_not_was_valid(team, style):
+    team.trust(["alice", "bob"], START + DAY, "bob joins")
+    git(team.root, "checkout", "-q", "-b", "feature")
+    team.commit(CODE, START + 2 * DAY, "kernel")
+    team.attach("HEAD", "bob", START + 3 * DAY)
+    git(team.root, "checkout", "-q", "main")
+    removal = team.trust(["alice"], START + 4 * DAY, "bob leaves")
+    tip = land(team, "feature", style, START + 5 * DAY)
+    scope = only(team.audit(tip, "refs/heads/main"))
+    assert scope.status == NEVER_VALID and scope.trusted_at is None
+    [refusal] = [r.message for r in scope.reasons if "landed" in r.message]
+    assert "not trusted when made" not in refusal and f"allowed_signers at {removal[:10]}" in refusal
+
+
+@pytest.mark.parametrize("style", ["merge", "squash", "ff"])
+def test_a_key_trusted_when_the_code_landed_and_removed_later_is_was_valid(team, keys, style):
+    joined = team.trust(["alice", "bob"], START + DAY, "bob joins")
+    git(team.root, "checkout", "-q", "-b", "feature")
+    change = team.commit(CODE, START + 2 * DAY, "kernel")
+    team.attach("HEAD", "bob", START + 3 * DAY)
+    tip = land(team, "feature", style, START + 4 * DAY)
+    team.trust(["alice"], START + 5 * DAY, "bob leaves")
+    scope = only(team.audit(tip, "refs/heads/main"))
+    assert scope.status == WAS_VALID and scope.landed_at == tip
+    assert scope.trusted_at == (change if style == "ff" else joined)
+    data = scope.to_json()
+    assert data["signer"] == "bob@example.com" and data["key"] == keys["bob"].fingerprint
+    assert data["landed_at"] == tip and data["trusted_at"] == scope.trusted_at
+
+
+def test_a_commit_that_never_landed_on_the_trust_branch_is_not_was_valid(team):
+    team.trust(["alice", "bob"], START + DAY, "bob joins")
+    git(team.root, "checkout", "-q", "-b", "side")
+    side = team.commit(CODE, START + 2 * DAY, "kernel")
+    team.attach("HEAD", "bob", START + 3 * DAY)
+    git(team.root, "checkout", "-q", "main")
+    team.trust(["alice"], START + 4 * DAY, "bob leaves")
+    scope = only(team.audit(side, "refs/heads/main"))
+    assert scope.status == NEVER_VALID
+    assert any("never landed there" in r.message for r in scope.reasons)
+
+
 def _bad_signature(team: Team, keys) -> SignedReceipt:
     good = sign_receipt(team.repo, keys["alice"], "HEAD", "alice@example.com", started=START + DAY,
                         finished=START + DAY + timedelta(seconds=1))
@@ -218,6 +325,22 @@ def test_the_trust_history_walk_is_bounded(team):
     short = Auditor(auditor.verifier, TrustHistory(repo, history.tip, history.path, history.today, limit=3))
     scope = only(short.audit(repo.head.peel(pygit2.Commit)))
     assert scope.status == NEVER_VALID and any("searched 3" in r.message for r in scope.reasons)
+
+
+def test_a_landing_older_than_the_walk_is_not_was_valid(team):
+    for n in range(3):
+        team.commit({"README.md": f"{n}\n"}, START + (2 + n) * DAY)
+    team.attach(team.base, "alice", START + 5 * DAY, tests=[TestResult("tests/t.py::late", "passed", 0.1)])
+    team.trust(["bob"], START + 6 * DAY, "rotate")
+    repo = pygit2.Repository(str(team.root))
+    auditor = open_auditor(repo)
+    base = repo.get(team.base)
+    assert only(auditor.audit(base)).status == WAS_VALID  # the branch's first commit: its own file
+    history = auditor.history
+    short = Auditor(auditor.verifier, TrustHistory(repo, history.tip, history.path, history.today, limit=3))
+    scope = only(short.audit(base))
+    assert scope.status == NEVER_VALID
+    assert any("landed before the 3 trust-branch commits searched" in r.message for r in scope.reasons)
 
 
 def test_allowed_signers_are_parsed_once_per_blob(team):
