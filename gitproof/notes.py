@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Mapping
 from typing import cast
 
 import pygit2
@@ -18,6 +19,9 @@ from gitproof.errors import GitproofError
 from gitproof.receipt import MAX_NOTE_BYTES, NoteEntry, SignedReceipt, join_note, note_entries
 
 NOTES_REF = "refs/notes/gpu-proof"
+# A notes tree with more entries than this is split one fan-out level down (git's notes code
+# keeps trees about this size), so adding a note rewrites a few small trees, not one huge one.
+FANOUT_LIMIT = 256
 _HEX_NAME = re.compile(r"^[0-9a-f]+$")
 _MAX_RETRIES = 50
 # libgit2's words for "another writer holds the ref lock".
@@ -238,17 +242,59 @@ def is_notes_tree(tree: pygit2.Tree, depth: int = 0, prefix: str = "", seen: set
 
 
 def tree_with_note(repo: pygit2.Repository, root: pygit2.Tree | None, path: str,
-                    data: bytes) -> pygit2.Oid:
-    blob = repo.create_blob(data)
-    return _insert(repo, root, path.split("/"), blob)
+                   data: bytes) -> pygit2.Oid:
+    """``root`` with the note at ``path`` (a commit id, flat or fanned out) set to ``data``."""
+    return tree_with_notes(repo, root, {path.replace("/", ""): data})
 
 
-def _insert(repo: pygit2.Repository, tree: pygit2.Tree | None, parts: list[str],
-            blob: pygit2.Oid) -> pygit2.Oid:
+def tree_with_notes(repo: pygit2.Repository, root: pygit2.Tree | None,
+                    notes: Mapping[str, bytes]) -> pygit2.Oid:
+    """``root`` with each commit's note set, in one pass: O(k log n) tree writes for k notes.
+
+    A note that exists stays where it is; a new one goes where git would look first, below the
+    fan-out folders that exist. A tree that grows past FANOUT_LIMIT entries is split into
+    two-hex-digit folders, as git's own notes code does, so a flat notes tree written by an
+    older gitproof converts on its next write and then stays cheap to change.
+    """
+    blobs = {commit_id: repo.create_blob(data) for commit_id, data in notes.items()}
+    return _put(repo, root, blobs)
+
+
+def _put(repo: pygit2.Repository, tree: pygit2.Tree | None, blobs: dict[str, pygit2.Oid]) -> pygit2.Oid:
+    """Insert notes named by the rest of their ids into one (sub)tree of the notes tree."""
     builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    if len(parts) == 1:
-        builder.insert(parts[0], blob, pygit2.enums.FileMode.BLOB)
-    else:
-        sub = cast(pygit2.Tree, tree[parts[0]]) if tree is not None and parts[0] in tree else None
-        builder.insert(parts[0], _insert(repo, sub, parts[1:], blob), pygit2.enums.FileMode.TREE)
+    deeper: dict[str, dict[str, pygit2.Oid]] = {}
+    for rest, blob in blobs.items():
+        folder = rest[:2]
+        if tree is not None and rest not in tree and len(rest) > 2 and _is_tree_entry(tree, folder):
+            deeper.setdefault(folder, {})[rest[2:]] = blob
+        else:
+            builder.insert(rest, blob, pygit2.enums.FileMode.BLOB)
+    for folder, items in deeper.items():
+        builder.insert(folder, _put(repo, cast(pygit2.Tree, cast(pygit2.Tree, tree)[folder]), items),
+                       pygit2.enums.FileMode.TREE)
+    return _split_if_full(repo, builder.write())
+
+
+def _is_tree_entry(tree: pygit2.Tree, name: str) -> bool:
+    return name in tree and tree[name].type_str == "tree"
+
+
+def _split_if_full(repo: pygit2.Repository, tree_id: pygit2.Oid) -> pygit2.Oid:
+    """Move the notes of a tree with more than FANOUT_LIMIT entries one fan-out level down."""
+    tree = cast(pygit2.Tree, repo[tree_id])
+    if len(tree) <= FANOUT_LIMIT:
+        return tree_id
+    flat = {cast(str, e.name): e.id for e in tree
+            if e.type_str == "blob" and len(cast(str, e.name)) > 2 and _HEX_NAME.match(cast(str, e.name))}
+    if not flat:
+        return tree_id
+    builder = repo.TreeBuilder(tree)
+    groups: dict[str, dict[str, pygit2.Oid]] = {}
+    for name, blob in flat.items():
+        builder.remove(name)
+        groups.setdefault(name[:2], {})[name[2:]] = blob
+    for folder, items in groups.items():
+        sub = cast(pygit2.Tree, tree[folder]) if _is_tree_entry(tree, folder) else None
+        builder.insert(folder, _put(repo, sub, items), pygit2.enums.FileMode.TREE)
     return builder.write()

@@ -98,3 +98,75 @@ def test_non_utf8_bytes_in_a_note_survive_an_append(repo: Path):
     NotesStore(r).add(commit, signed())
     data = r[NotesStore(r).index()[commit][0]].data
     assert data.startswith(b"\xff\xfe legacy bytes\n") and b"gpu-proof receipt v1" in data
+
+
+# -- git's fan-out layout ------------------------------------------------------------------------
+
+
+def fake_ids(count: int, salt: str = "") -> list[str]:
+    import hashlib
+    return [hashlib.sha1(f"{salt}{i}".encode()).hexdigest() for i in range(count)]
+
+
+def write_flat(repo: pygit2.Repository, ids: list[str], data: bytes = b"note\n") -> None:
+    """A flat notes tree, as gitproof wrote them before it used git's fan-out."""
+    blob = repo.create_blob(data)
+    builder = repo.TreeBuilder()
+    for commit_id in ids:
+        builder.insert(commit_id, blob, pygit2.enums.FileMode.BLOB)
+    sig = pygit2.Signature("t", "t@example.com")
+    repo.create_commit(NOTES_REF, sig, sig, "flat\n", builder.write(), [])
+
+
+def shape(repo: pygit2.Repository) -> tuple[int, int]:
+    """(entries in the root tree, note blobs anywhere)."""
+    tree = repo.references[NOTES_REF].peel(pygit2.Commit).tree
+    from gitproof.notes import walk_notes_tree
+    return len(tree), len(walk_notes_tree(tree, "", ""))
+
+
+def test_a_growing_notes_tree_fans_out_and_git_reads_every_note(repo: Path):
+    from gitproof.notes import FANOUT_LIMIT
+
+    pyrepo = pygit2.Repository(str(repo))
+    store = NotesStore(pyrepo)
+    ids = fake_ids(FANOUT_LIMIT + 1)
+    for commit_id in ids[:-1]:
+        store.add(commit_id, signed())
+    assert shape(pyrepo) == (FANOUT_LIMIT, FANOUT_LIMIT)  # flat while small, as git keeps it
+    store.add(ids[-1], signed())
+    root_entries, notes = shape(pyrepo)
+    assert notes == FANOUT_LIMIT + 1 and root_entries <= 256
+    listed = git(repo, "notes", "--ref=gpu-proof", "list").splitlines()
+    assert sorted(line.split()[1] for line in listed) == sorted(ids)
+    assert git(repo, "notes", "--ref=gpu-proof", "show", ids[7]).startswith("gpu-proof receipt v1")
+
+
+def test_a_flat_tree_from_an_older_version_converts_on_the_next_write(repo: Path):
+    pyrepo = pygit2.Repository(str(repo))
+    ids = fake_ids(1000)
+    write_flat(pyrepo, ids)
+    store = NotesStore(pyrepo)
+    assert store.note_bytes(ids[500]) == b"note\n"  # read as it is
+    store.add(head(repo), signed())
+    root_entries, notes = shape(pyrepo)
+    assert notes == 1001 and root_entries <= 256  # every note moved one level down, none lost
+    root = pyrepo.references[NOTES_REF].peel(pygit2.Commit).tree
+    assert {entry.type_str for entry in root} == {"tree"} and all(len(entry.name) == 2 for entry in root)
+    assert store.note_bytes(ids[500]) == b"note\n" and store.entries(head(repo))
+
+
+def test_git_notes_and_gitproof_append_to_each_others_notes(repo: Path):
+    pyrepo = pygit2.Repository(str(repo))
+    store = NotesStore(pyrepo)
+    ids = fake_ids(300, "git")
+    store.add(ids[0], signed())
+    for commit_id in ids[1:40]:
+        git(repo, "notes", "--ref=gpu-proof", "add", "-m", f"by git for {commit_id[:6]}", commit_id)
+    for commit_id in ids[40:]:
+        store.add(commit_id, signed())
+    git(repo, "notes", "--ref=gpu-proof", "append", "-m", "appended by git", ids[0])
+    assert "appended by git" in git(repo, "notes", "--ref=gpu-proof", "show", ids[0])
+    assert store.entries(ids[0])[0].signed is not None
+    assert len(git(repo, "notes", "--ref=gpu-proof", "list").splitlines()) == 300
+    assert shape(pyrepo)[1] == 300
