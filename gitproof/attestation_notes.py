@@ -16,6 +16,7 @@ gitproof.signing.attest's job, judging one gitproof.verify.attestations'.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import cast
 
 import pygit2
@@ -73,9 +74,9 @@ def note_blob(tip: pygit2.Commit | None, commit_id: str) -> tuple[pygit2.Blob, s
     return None
 
 
-def read_note(repo: pygit2.Repository, commit_id: str) -> bytes | None:
-    """The attestation note on ``commit_id`` as stored; None when there is none.
-    AttestationNoteError when it is over MAX_ATTESTATION_NOTE_BYTES (not read)."""
+def note_of(repo: pygit2.Repository, commit_id: str) -> pygit2.Blob | None:
+    """The blob of the attestation note on ``commit_id``, its data not read yet; None when there
+    is none. AttestationNoteError when it is over MAX_ATTESTATION_NOTE_BYTES (not to be read)."""
     found = note_blob(NotesStore(repo, ATTESTATIONS_REF).tip(), commit_id)
     if found is None:
         return None
@@ -83,7 +84,56 @@ def read_note(repo: pygit2.Repository, commit_id: str) -> bytes | None:
     if size > MAX_ATTESTATION_NOTE_BYTES:
         raise AttestationNoteError(f"the attestation note on {commit_id[:10]} is {size} bytes, over the "
                                    f"{MAX_ATTESTATION_NOTE_BYTES}-byte limit; not read")
-    return found[0].data
+    return found[0]
+
+
+def read_note(repo: pygit2.Repository, commit_id: str) -> bytes | None:
+    """The attestation note on ``commit_id`` as stored; None when there is none.
+    AttestationNoteError when it is over MAX_ATTESTATION_NOTE_BYTES (not read)."""
+    blob = note_of(repo, commit_id)
+    return None if blob is None else blob.data
+
+
+_WHITESPACE = b" \t\n\r\f\v"
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The lines of a note that could be envelopes: compact JSON objects, so starting with "{"."""
+
+    lines: list[bytes]  # the first few, as stored, without LF
+    total: int  # how many such lines the note holds
+    others: bool  # whether it holds other text, never an envelope (known when every candidate was taken)
+
+
+def envelope_candidates(data: bytes, limit: int) -> Candidates:
+    """The first ``limit`` lines of a note that start with "{", how many there are, and whether
+    other text is there too. However many lines the note has, only the lines taken are split
+    out: the rest is searched and counted by bytes methods, never line by line in Python, so a
+    note of millions of short lines costs a scan, not millions of objects."""
+    lines: list[bytes] = []
+    start = 0 if data.startswith(b"{") else _next_candidate(data, 0)
+    while start >= 0 and len(lines) < limit:
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        lines.append(data[start:end])
+        start = _next_candidate(data, end)
+    if start >= 0:  # more than ``limit``: count the rest, and leave other text unknown
+        return Candidates(lines, len(lines) + 1 + data.count(b"\n{", start), False)
+    others = _visible_bytes(data) > sum(_visible_bytes(line) for line in lines)
+    return Candidates(lines, len(lines), others)
+
+
+def _visible_bytes(data: bytes) -> int:
+    """How many bytes of ``data`` are not ASCII whitespace, counted a chunk at a time."""
+    return sum(len(data[at:at + _CHUNK].translate(None, _WHITESPACE)) for at in range(0, len(data), _CHUNK))
+
+
+def _next_candidate(data: bytes, at: int) -> int:
+    """Where the next line starting with "{" after position ``at`` begins; -1 when none does."""
+    found = data.find(b"\n{", at)
+    return found if found < 0 else found + 1
 
 
 def check_room(repo: pygit2.Repository, commit_id: str | None, line: bytes) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,6 @@ FORMATS = ("json", "csv", "in-toto")
 CSV_HEADER = ("commit", "date", "author", "subject", "status", "signer", "key", "gpus", "passed", "failed",
               "skipped", "mode", "dirty", "note_commit", "made_on")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as a formula
-_GIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -122,14 +120,14 @@ def _dirty(runs: list[RunSummary]) -> str:
 
 def as_intoto(audited: list[Audited], repo: pygit2.Repository) -> bytes:
     """JSON Lines: one in-toto Statement v1 per distinct receipt behind a valid or was-valid commit,
-    its subjects the commits of the range it validates and the commit it was made on."""
+    its subjects the commits of the range it validates, then the commit it was made on when the run
+    tested that commit's code (intoto.tested_commits); otherwise that commit is only the receipt
+    descriptor's ``commit`` annotation."""
     from gitproof import intoto
 
     lines = []
     for signed, commits in _receipts_by_identity(audited).values():
-        made_on = signed.receipt.commit
-        if _GIT_ID.fullmatch(made_on):  # signer-stated text: only a well-formed id becomes a subject
-            commits.append(made_on)
+        commits += intoto.tested_commits(repo, signed.receipt, [signed.receipt.commit])
         stmt = intoto.statement(signed, intoto.stored_bytes(signed), list(dict.fromkeys(commits)),
                                 blob_paths=intoto.file_paths(repo, signed.receipt.trees))
         lines.append(json.dumps(stmt, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n")

@@ -3,7 +3,11 @@
 One signed receipt becomes one statement (``statement``):
 
 * ``subject``: the commits the caller names (digest ``gitCommit``) and the receipt's
-  fingerprint paths (digest ``gitTree``; ``gitBlob`` for a path that is a file);
+  fingerprint paths (digest ``gitTree``; ``gitBlob`` for a path that is a file). The
+  commit a receipt was made on (its ``commit:``) is named only when the run tested it
+  (see :func:`tested_commits`): a run on a checkout with uncommitted changes under the
+  fingerprint paths records a commit whose code it did not test. The receipt
+  descriptor's ``commit`` annotation carries it either way;
 * ``predicateType``: https://in-toto.io/attestation/test-result/v0.1;
 * ``predicate``: ``result`` (see :func:`result_of`), the tests by outcome, ``url`` when
   known, and ``configuration``: the receipt itself, bytes included, so a consumer can
@@ -19,14 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
+
+import pygit2
 
 from gitproof.receipt import SignedReceipt
 
 if TYPE_CHECKING:
-    import pygit2
-
     from gitproof.receipt import Receipt
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -95,6 +99,22 @@ def file_paths(repo: pygit2.Repository, trees: dict[str, str | None]) -> set[str
 
     return {path for path, object_id in trees.items()
             if object_id is not None and getattr(lookup(repo, object_id), "type_str", None) == "blob"}
+
+
+def tested_commits(repo: pygit2.Repository, receipt: Receipt, commits: Iterable[str]) -> list[str]:
+    """Those of ``commits`` whose code the receipt's run tested: well-formed ids of commits in the
+    repository whose trees at the receipt's paths are exactly the receipt's trees (a path
+    recorded absent must be absent). A receipt that records no path tested no commit."""
+    from gitproof.fingerprint import commit_trees
+    from gitproof.git import lookup
+
+    paths = list(receipt.trees)
+    tested: list[str] = []
+    for commit_id in dict.fromkeys(commits):
+        commit = lookup(repo, commit_id) if _GIT_ID.fullmatch(commit_id) else None
+        if paths and isinstance(commit, pygit2.Commit) and commit_trees(repo, commit, paths) == receipt.trees:
+            tested.append(commit_id)
+    return tested
 
 
 def statement(signed: SignedReceipt, receipt_bytes: bytes, commits: list[str], *, url: str | None = None,

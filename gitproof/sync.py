@@ -11,7 +11,9 @@ The DSSE envelopes of ``run --attest`` (refs/notes/gpu-proof-attestations, one p
 line) travel the same way, in the same fetch and push, to
 ``refs/remote-notes/<remote>/gpu-proof-attestations``, and merge as the union of
 envelope lines per commit. A remote without them is fine; a remote whose
-attestations cannot be merged is reported, and never stops the receipts.
+attestations cannot be merged is reported, and never stops the receipts: a push
+leaves the attestations ref out, with a warning, when the remote refuses it or its
+copy there cannot be merged with ours, and the receipts (and branches) still go.
 """
 from __future__ import annotations
 
@@ -394,6 +396,8 @@ class PushResult:
     pushed: bool
     attempts: int
     merges: list[MergeResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. the attestations left out, and what to do
+    output: str = ""  # git's own output, when a push of branches succeeded
 
     def describe(self) -> str:
         if not self.pushed:
@@ -406,22 +410,104 @@ def local_notes_refspecs(repo: pygit2.Repository) -> list[str]:
     return [f"{ref}:{ref}" for ref in SYNCED_REFS if NotesStore(repo, ref).tip() is not None]
 
 
+_STALE_SIGNS = ("non-fast-forward", "fetch first", "cannot lock ref", "failed to update ref", "failed to lock")
+_REJECTION = re.compile(r"^\s*!\s+\[(?:remote )?rejected\]\s+\S+\s+->\s+(\S+)\s+\((.*)\)\s*$")
+
+
+def _rejections(stderr: str) -> dict[str, str]:
+    """The refs a push was refused for, each with git's reason; refs held back only because an
+    atomic push failed as a whole are not among them."""
+    found = {}
+    for line in stderr.splitlines():
+        match = _REJECTION.match(line)
+        if match and match.group(2) != "atomic push failed":
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def _is_stale(reason: str) -> bool:
+    return any(sign in reason for sign in _STALE_SIGNS)
+
+
+class _NotesPush:
+    """The notes refs that go with every push to one remote, and what to do when one is refused.
+
+    The receipts always go. The attestations ref goes best-effort: when the remote refuses it
+    for a reason a fetch cannot mend (a server hook), or its copy there cannot be merged with
+    ours (not a notes history, say a code commit), it is left out of every later try, and
+    ``warnings`` says why and what to do, once.
+    """
+
+    def __init__(self, repo: pygit2.Repository, remote: str) -> None:
+        self.repo, self.remote = repo, remote
+        self.left_out: str | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        return [self.left_out] if self.left_out else []
+
+    def refspecs(self) -> list[str]:
+        if NotesStore(self.repo).tip() is None:
+            return []
+        skipped = f"{ATTESTATIONS_REF}:" if self.left_out else None
+        return [spec for spec in local_notes_refspecs(self.repo) if not (skipped and spec.startswith(skipped))]
+
+    def recover(self, stderr: str, failure: str) -> MergeResult | None:
+        """After a refused push: leave the attestations out, or fetch and merge what moved on the
+        remote (the merge returned), so the next try can succeed; SyncError (``failure`` and git's
+        words) when neither can help."""
+        rejected = _rejections(stderr)
+        reason = None if self.left_out else rejected.get(ATTESTATIONS_REF)
+        if reason is not None and not _is_stale(reason):
+            self._leave_out(f"{self.remote} refused it ({reason})", fix=f"ask whoever runs {self.remote} to "
+                            f"accept pushes to {ATTESTATIONS_REF}")
+            return None
+        if not (_only_notes_stale(rejected) if rejected else _rejected_as_stale(stderr)):
+            raise SyncError(failure + stderr.strip())
+        merged = fetch(self.repo, self.remote)
+        if reason is not None:
+            self._check_merge(merged.attestations, reason)
+        return merged
+
+    def _check_merge(self, merged: MergeResult | None, reason: str) -> None:
+        """The attestations were refused as stale and fetched again: leave them out when their
+        merge was refused, or brought in nothing that could make the remote take ours."""
+        if merged is not None and merged.kind == "refused":
+            why = "; ".join(merged.bad_entries)
+            self._leave_out(f"its copy there cannot be merged with ours: {why}", fix=self._replace_hint())
+        elif merged is None or merged.kind in ("none", "up-to-date"):
+            self._leave_out(f"{self.remote} refused it ({reason}) though ours holds all its envelopes",
+                            fix=self._replace_hint())
+
+    def _replace_hint(self) -> str:
+        return (f"run `git gpu-proof fetch {self.remote}` to see what is wrong with {self.remote}'s copy; if it "
+                f"holds no envelopes worth keeping, replace it with this clone's: "
+                f"`git push --force {self.remote} {ATTESTATIONS_REF}`")
+
+    def _leave_out(self, why: str, fix: str) -> None:
+        self.left_out = (f"{ATTESTATIONS_REF} was left out of the push to {self.remote}: {why}. The receipts "
+                         f"were pushed without it, and other clones cannot check this clone's attestations "
+                         f"until it goes too. To fix: {fix}, then push again")
+
+
 def push_notes(repo: pygit2.Repository, remote: str, attempts: int = _PUSH_ATTEMPTS) -> PushResult:
     """Fast-forward the remote's notes refs (receipts, attestations) to ours; on rejection
-    fetch, merge, retry."""
+    fetch, merge, retry. The attestations are left out, with a warning in the result, when
+    they are what the remote refuses (see :class:`_NotesPush`)."""
     check_remote_name(remote)
     result = PushResult(remote, False, 0)
     if NotesStore(repo).tip() is None:
         return result
+    notes = _NotesPush(repo, remote)
     for attempt in range(1, attempts + 1):
         result.attempts = attempt
-        pushed = git(repo, "push", "--quiet", "--no-verify", "--", remote, *local_notes_refspecs(repo))
+        pushed = git(repo, "push", "--quiet", "--no-verify", "--", remote, *notes.refspecs())
         if pushed.returncode == 0:
-            result.pushed = True
+            result.pushed, result.warnings = True, notes.warnings
             return result
-        if not _rejected_as_stale(pushed.stderr):
-            raise SyncError(f"cannot push receipts to {remote}: {pushed.stderr.strip()}")
-        result.merges.append(fetch(repo, remote))
+        merged = notes.recover(pushed.stderr, f"cannot push receipts to {remote}: ")
+        if merged is not None:
+            result.merges.append(merged)
     raise SyncError(f"the receipts on {remote} kept changing; {attempts} attempts failed, try again")
 
 
@@ -431,58 +517,54 @@ def _rejected_as_stale(stderr: str) -> bool:
 
 
 def push_with_receipts(repo: pygit2.Repository, remote: str, refspecs: list[str],
-                       attempts: int = _PUSH_ATTEMPTS) -> str:
-    """Push ``refspecs`` and the notes refs in one atomic push; git's output on success.
+                       attempts: int = _PUSH_ATTEMPTS) -> PushResult:
+    """Push ``refspecs`` and the notes refs in one atomic push; ``output`` is git's on success.
 
     The pre-push hook runs as usual and sees the notes ref in the push, so it
     checks the branches without pushing receipts a second time. Servers
-    without atomic push get the receipts first, then the branches.
+    without atomic push get the receipts first, then the branches. The
+    attestations are left out, with a warning, when they are what the remote
+    refuses (see :class:`_NotesPush`).
     """
     check_remote_name(remote)
     if any(spec.startswith("-") for spec in refspecs):
         raise SyncError(f"refusing refspecs {refspecs!r}: a refspec cannot start with '-'")
-    atomic = True
-    for _ in range(attempts):
+    atomic, notes, pushed = True, _NotesPush(repo, remote), PushResult(remote, False, 0)
+    for attempt in range(1, attempts + 1):
+        pushed.attempts = attempt
         args = ["push", "--atomic"] if atomic else ["push"]
-        notes = local_notes_refspecs(repo) if NotesStore(repo).tip() is not None else []
-        if not atomic and notes:
-            push_notes(repo, remote)
-            notes = []
-        result = git(repo, *args, "--", remote, *refspecs, *notes, hooks_stand_aside=False)
+        specs = notes.refspecs()
+        if not atomic and specs:
+            pushed.warnings += push_notes(repo, remote).warnings
+            specs = []
+        result = git(repo, *args, "--", remote, *refspecs, *specs, hooks_stand_aside=False)
         if result.returncode == 0:
-            return result.stderr.strip()
+            pushed.pushed, pushed.output = True, result.stderr.strip()
+            pushed.warnings = list(dict.fromkeys(pushed.warnings + notes.warnings))
+            return pushed
         if atomic and "atomic" in result.stderr and "support" in result.stderr:
             atomic = False
             continue
-        if not _notes_push_was_stale(result.stderr):
-            raise SyncError(f"push to {remote} failed:\n{result.stderr.strip()}")
-        fetch(repo, remote)
+        merged = notes.recover(result.stderr, f"push to {remote} failed:\n")
+        if merged is not None:
+            pushed.merges.append(merged)
     raise SyncError(f"the receipts on {remote} kept changing; {attempts} attempts failed, try again")
 
 
-def push_refspecs(repo: pygit2.Repository, remote: str, refspecs: list[str]) -> tuple[list[str], str]:
+def push_refspecs(repo: pygit2.Repository, remote: str, refspecs: list[str]) -> tuple[list[str], PushResult]:
     """Push the branches among ``refspecs`` with the receipts (see :func:`push_with_receipts`);
-    when they name only the notes ref, push only the receipts. The branches pushed, and git's
-    output on success (empty when only the receipts went)."""
+    when they name only the notes ref, push only the receipts. The branches pushed, and how
+    the push went (its ``output`` is empty when only the receipts went)."""
     branches = [spec for spec in refspecs if NOTES_REF not in spec]
     if not branches:
-        push_notes(repo, remote)
-        return branches, ""
+        return branches, push_notes(repo, remote)
     return branches, push_with_receipts(repo, remote, branches)
 
 
-def _notes_push_was_stale(stderr: str) -> bool:
-    """Only notes refs were rejected, because the remote's receipts or attestations moved on.
+def _only_notes_stale(rejected: dict[str, str]) -> bool:
+    """Only notes refs were refused, because the remote's receipts or attestations moved on.
 
-    In an atomic push every other ref then reads "atomic push failed"; a branch
-    rejected on its own account is the user's problem, not a race to retry.
+    In an atomic push every other ref then reads "atomic push failed" (not among ``rejected``);
+    a branch refused on its own account is the user's problem, not a race to retry.
     """
-    notes_stale = branch_rejected = False
-    for line in stderr.splitlines():
-        if "[rejected]" not in line and "[remote rejected]" not in line:
-            continue
-        if any(ref in line.split("->")[0] for ref in SYNCED_REFS):
-            notes_stale = notes_stale or any(s in line for s in ("non-fast-forward", "fetch first"))
-        elif "atomic push failed" not in line:
-            branch_rejected = True
-    return notes_stale and not branch_rejected
+    return bool(rejected) and all(ref in SYNCED_REFS and _is_stale(why) for ref, why in rejected.items())

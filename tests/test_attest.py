@@ -24,15 +24,16 @@ from securesystemslib.dsse import Envelope
 from gitproof import attestation_notes, intoto
 from gitproof.attestation_notes import ATTESTATIONS_REF, MAX_ENVELOPE_BYTES, envelope_lines, read_note
 from gitproof.pending import attach_pending
-from gitproof.policy import load_policy
+from gitproof.policy import Policy, load_policy
 from gitproof.receipt import TestResult
 from gitproof.record import RecordError, RecordOptions, finish, prepare
 from gitproof.signing.attest import AttestError, envelope_line
-from gitproof.verify import UNVALIDATED, Code, CommitVerdict
-from gitproof.verify.attestations import require_attestations
+from gitproof.verify import UNCHANGED, UNVALIDATED, Code, CommitVerdict, open_verifier
+from gitproof.verify import attestations
+from gitproof.verify.attestations import MAX_EXAMINED_ENVELOPES, require_attestations
 from tests.attestations import attest, envelope, signer_of
 from tests.helpers import Key, commit_all, git, notes_tip, run_tool, write_files
-from tests.receipts import Project
+from tests.receipts import POLICY, Project
 
 PASSED = [TestResult("tests/test_kernels.py::test_add", "passed", 0.01)]
 PRINCIPAL = "runner@example.com"
@@ -52,10 +53,16 @@ def recorded(root: Path, **options):
     return finish(prepare(root, RecordOptions(attest=True, **options)), PASSED, 0, ["--gpu-proof"])
 
 
+def attested(repo: pygit2.Repository, rev: str = "HEAD", policy: Policy | None = None) -> CommitVerdict:
+    """``verify --attestations`` on one revision, as the command judges it (the repository's policy
+    unless one is given)."""
+    return require_attestations(open_verifier(repo, policy), repo.revparse_single(rev).peel(pygit2.Commit))
+
+
 def checked(project: Project, rev: str = "HEAD") -> CommitVerdict:
     verdict = project.verify(rev)
     assert verdict.ok, verdict.reasons
-    return require_attestations(project.repo, verdict)
+    return attested(project.repo, rev, POLICY)
 
 
 def refused(project: Project, code: Code, *fragments: str) -> str:
@@ -67,8 +74,8 @@ def refused(project: Project, code: Code, *fragments: str) -> str:
     return message
 
 
-def head(project: Project) -> str:
-    return str(project.repo.revparse_single("HEAD").peel(pygit2.Commit).id)
+def head(project: Project, rev: str = "HEAD") -> str:
+    return str(project.repo.revparse_single(rev).peel(pygit2.Commit).id)
 
 
 def set_note(root: Path, data: bytes, rev: str = "HEAD") -> None:
@@ -223,10 +230,13 @@ def statement_with(project: Project, signed, change) -> bytes:
     return signed_envelope(project, json.dumps(statement).encode())
 
 
+NOT_ENVELOPES = "lines that do not start with '{' are not envelopes"
 GARBAGE = [
-    (b"this is not an envelope", "not JSON"),
-    (b"\xff\xfe\x00 binary", "not JSON"),
-    (b"[" * 100_000, "not JSON"),
+    (b"this is not an envelope", NOT_ENVELOPES),
+    (b"\xff\xfe\x00 binary", NOT_ENVELOPES),
+    (b"[" * 100_000, NOT_ENVELOPES),
+    (b"{" * 100_000, "envelope 1: not JSON"),
+    (b"{not json", "envelope 1: not JSON"),
     (b'{"payload": 1}', "not a DSSE envelope"),
     (b'{"payload": "!!!!", "payloadType": "application/vnd.in-toto+json", "signatures": []}',
      "not a DSSE envelope"),
@@ -242,7 +252,8 @@ GARBAGE = [
 def test_garbage_in_the_note_is_refused_with_a_reason(project, line, problem):
     project.attach()
     set_note(project.root, line)
-    refused(project, Code.ATTESTATION_INVALID, "envelope 1: " + problem)
+    refused(project, Code.ATTESTATION_INVALID, problem if problem.startswith(("envelope", "lines")) else
+            "envelope 1: " + problem)
 
 
 @pytest.mark.parametrize("change, problem", [
@@ -265,7 +276,7 @@ def test_a_signed_payload_that_is_not_json_is_refused(project):
 
 def test_garbage_beside_a_valid_envelope_does_not_hide_it(project):
     line = envelope(project.attach(), project.key, [head(project)])
-    set_note(project.root, b"junk\n\n" + GARBAGE[4][0] + b"\n" + line + b"\n")
+    set_note(project.root, b"junk\n\n" + GARBAGE[6][0] + b"\n" + line + b"\n")
     assert checked(project).ok
 
 
@@ -283,7 +294,7 @@ def test_an_oversized_note_is_not_read(project, monkeypatch):
 
 def test_many_bad_envelopes_are_summarised(project):
     project.attach()
-    set_note(project.root, b"\n".join(b"junk %d" % i for i in range(5)))
+    set_note(project.root, b"\n".join(b"{junk %d" % i for i in range(5)))
     refused(project, Code.ATTESTATION_INVALID, "envelope 3: not JSON", "(+2 more)")
 
 
@@ -355,8 +366,106 @@ def test_each_shard_s_receipt_needs_its_own_attestation(tmp_path, keygen):
     suite = Suite(tmp_path / "suite", keygen("ed25519"))
     attest(suite.repo, suite.key, suite.attach("kernels"))
     io = suite.attach("io")
-    verdict = require_attestations(suite.repo, suite.verify())
+    verdict = attested(suite.repo)
     assert verdict.state == UNVALIDATED and verdict.shards["kernels"].ok and not verdict.shards["io"].ok
     assert [(r.code, r.message.split(":")[0]) for r in verdict.reasons] == [(Code.ATTESTATION_MISSING, "shard io")]
     attest(suite.repo, suite.key, io)
-    assert require_attestations(suite.repo, suite.verify()).ok
+    assert attested(suite.repo).ok
+
+
+# -- bounded work on hostile notes ---------------------------------------------------------------
+
+def test_a_note_of_millions_of_lines_costs_a_scan_not_an_object_per_line(project):
+    import tracemalloc
+
+    line = envelope(project.attach(), project.key, [head(project)])
+    note = b"1\n" * (4 * 1024 * 1024) + line + b"\n"  # 8 MiB: four million lines, then the envelope
+    set_note(project.root, note)
+    verifier = open_verifier(project.repo, POLICY)
+    commit = project.repo.revparse_single("HEAD").peel(pygit2.Commit)
+    tracemalloc.start()
+    try:
+        verdict = require_attestations(verifier, commit)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert verdict.ok, verdict.reasons
+    assert peak < 3 * len(note), f"{peak} bytes at the peak for a note of {len(note)}"
+
+
+def test_only_the_first_envelope_lines_are_examined_and_the_reason_says_so(project):
+    line = envelope(project.attach(), project.key, [head(project)])
+    junk = [b'{"junk": %d}' % n for n in range(MAX_EXAMINED_ENVELOPES + 6)]
+    set_note(project.root, b"\n".join([*junk, line]) + b"\n")
+    message = refused(project, Code.ATTESTATION_INVALID, "envelope 1: not a DSSE envelope", "(+61 more)",
+                      f"only the first {MAX_EXAMINED_ENVELOPES} envelopes were examined, 7 more were not")
+    assert message.count("envelope ") < 10
+
+
+def test_text_that_cannot_be_an_envelope_is_passed_over_and_named(project):
+    set_note(project.root, b"hello\n" * 1000 + b'{"payload": 1}\n')
+    project.attach()
+    refused(project, Code.ATTESTATION_INVALID, "envelope 1: not a DSSE envelope", NOT_ENVELOPES)
+
+
+def test_a_note_is_judged_once_per_receipt(project):
+    signed = project.attach()
+    attest(project.root, project.key, signed)
+    write_files(project.root, {"README.md": "docs\n"})
+    commit_all(project.root, "docs")
+    attestations._memo.clear()
+    assert checked(project, "HEAD~1").ok and checked(project, "HEAD").ok
+    blob = attestation_notes.note_of(project.repo, head(project, "HEAD~1"))
+    assert list(attestations._memo) == [(str(blob.id), signed.identity)]
+
+
+# -- any valid receipt for the code may carry the attestation -------------------------------------
+
+def test_an_attested_receipt_on_an_ancestor_validates_when_a_later_rerun_has_none(project):
+    first = project.attach()
+    attest(project.root, project.key, first)
+    write_files(project.root, {"README.md": "docs\n"})
+    commit_all(project.root, "docs")
+    rerun = project.attach()  # the same code, run again on the new commit, without --attest
+    assert project.verify().receipt.signed.identity == rerun.identity
+    verdict = checked(project)
+    assert verdict.ok and verdict.state == UNCHANGED and verdict.relation == "ancestor"
+    assert verdict.receipt.signed.identity == first.identity
+    assert verdict.receipt.note_commit == head(project, "HEAD~1")
+
+
+def test_without_any_attested_receipt_the_reason_says_the_others_have_none(project):
+    project.attach()
+    write_files(project.root, {"README.md": "docs\n"})
+    commit_all(project.root, "docs")
+    project.attach()
+    refused(project, Code.ATTESTATION_MISSING, "no in-toto attestation on",
+            "none of the 1 other valid receipt(s) for this code has one either")
+
+
+def test_the_command_reports_the_attested_receipt(project):
+    write_files(project.root, {"pyproject.toml": '[tool.gpu_proof]\nallowed_signers = ".gpu-proof/allowed_signers"\n'})
+    made_on = commit_all(project.root, "trust")
+    attest(project.root, project.key, project.attach())
+    write_files(project.root, {"README.md": "docs\n"})
+    commit_all(project.root, "docs")
+    project.attach()
+    code, report = verify_json(project.root, "--attestations")
+    assert code == 0, report
+    [result] = report["results"]
+    assert result["state"] == "unchanged" and result["validated_by"]["note_commit"] == made_on
+
+
+def test_a_shard_falls_back_to_its_own_attested_receipt(tmp_path, keygen):
+    from tests.verify.test_shards import Suite
+
+    suite = Suite(tmp_path / "suite", keygen("ed25519"))
+    first = str(suite.repo.revparse_single("HEAD").id)
+    attest(suite.repo, suite.key, suite.attach("kernels"))
+    attest(suite.repo, suite.key, suite.attach("io"))
+    suite.commit({"README.md": "docs\n"}, "docs")
+    suite.attach("kernels")  # a rerun of one shard, not attested
+    verdict = attested(suite.repo)
+    assert verdict.ok and verdict.state == UNCHANGED, verdict.reasons
+    assert verdict.shards["kernels"].receipt.note_commit == first
+    assert verdict.receipt.note_commit == first

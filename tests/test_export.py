@@ -149,3 +149,37 @@ def test_help(tmp_path):
     assert result.returncode == 0
     for option in ("--format", "-o", "--since", "--until", "--first-parent", "--author", "--trust-ref"):
         assert option in result.stdout
+
+
+def intoto_subjects(root: Path, *args: str) -> list[tuple[list[str], dict]]:
+    """Each exported statement's gitCommit subjects, and its receipt descriptor's annotations."""
+    found = []
+    for line in export(root, "--format", "in-toto", *args).splitlines():
+        data = json.loads(line)
+        commits = [s["digest"]["gitCommit"] for s in data["subject"] if "gitCommit" in s["digest"]]
+        found.append((commits, data["predicate"]["configuration"][0]["annotations"]))
+    return found
+
+
+@pytest.mark.slow
+def test_a_commit_whose_code_the_run_did_not_test_is_no_subject_only_an_annotation(tmp_path, keys):
+    team = Team(tmp_path / "team", keys, start=START)
+    made_on = team.base
+    changed = team.commit({"src/kernels.py": "def add(a, b):\n    return b + a\n"}, START + DAY, "kernel: swap")
+    # A run on the base checkout with the kernel change uncommitted: it records the base commit,
+    # the changed code's trees, and is attached to the commit that holds that code.
+    team.attach(changed, "alice", START + DAY + DAY / 2, commit=made_on)
+    [(commits, annotations)] = intoto_subjects(team.root, "-n", "1")
+    assert commits == [changed] and annotations["commit"] == made_on
+
+
+@pytest.mark.slow
+def test_the_commit_a_run_tested_is_a_subject_and_one_not_here_is_not(tmp_path, keys):
+    team = Team(tmp_path / "team", keys, start=START)
+    team.attach("HEAD", "alice", START + DAY / 2)
+    docs = team.commit({"README.md": "docs\n"}, START + DAY, "docs")
+    [(commits, _)] = intoto_subjects(team.root, "-n", "1")
+    assert commits == [docs, team.base]  # the commit it validates, then the commit it was made on
+    team.attach("HEAD", "alice", START + DAY + DAY / 2, commit="e" * 40)  # a commit this clone lacks
+    [(commits, annotations)] = intoto_subjects(team.root, "-n", "1")
+    assert commits == [docs] and annotations["commit"] == "e" * 40

@@ -163,3 +163,36 @@ def test_gpu_entries_keep_the_known_plain_fields_only():
     [_, entry] = statement_of(signed_of(gpus=[gpu]))["predicate"]["configuration"]
     assert entry == {"name": "gpu 1: H200", "annotations": {"index": 1, "name": "H200", "memory_mib": 143771,
                                                              "visible": True, "mig": None}}
+
+
+def test_only_commits_with_the_receipt_s_trees_are_tested_commits(repo, keygen):
+    key = keygen("ed25519")
+    pygit = pygit2.Repository(str(repo))
+    made_on = git(repo, "rev-parse", "HEAD")
+    write_files(repo, {"src/kernels.py": "def add(a, b):\n    return b + a\n"})
+    git(repo, "commit", "-qam", "swap")
+    changed = git(repo, "rev-parse", "HEAD")
+    write_files(repo, {"README.md": "docs\n"})
+    git(repo, "commit", "-qam", "docs")
+    docs = git(repo, "rev-parse", "HEAD")
+    signed = sign_receipt(pygit, key, "HEAD", commit=made_on)  # made on the base, with the swap uncommitted
+    found = intoto.tested_commits(pygit, signed.receipt, [made_on, changed, docs, "f" * 40, "HEAD", made_on])
+    assert found == [changed, docs]
+    assert intoto.tested_commits(pygit, signed.receipt, [git(repo, "rev-parse", "HEAD^{tree}")]) == []
+
+
+def test_an_envelope_made_with_the_repository_names_only_tested_commits(repo, keygen):
+    from gitproof.signing.attest import attestation
+    from tests.attestations import signer_of
+
+    key = keygen("ed25519")
+    pygit = pygit2.Repository(str(repo))
+    made_on = git(repo, "rev-parse", "HEAD")
+    write_files(repo, {"src/kernels.py": "def add(a, b):\n    return b + a\n"})
+    signed = sign_receipt(pygit, key, "HEAD", commit=made_on,
+                          trees={"src": "1" * 40, "tests": git(repo, "rev-parse", "HEAD:tests")})
+    line = attestation(signed, signer_of(key), [made_on], repo=pygit)
+    statement = json.loads(base64.b64decode(json.loads(line)["payload"]))
+    assert [s["digest"] for s in statement["subject"] if "gitCommit" in s["digest"]] == []
+    annotations = statement["predicate"]["configuration"][0]["annotations"]
+    assert annotations["commit"] == made_on

@@ -19,7 +19,7 @@ from tests.attestations import attest
 from tests.factories import make_receipt
 from tests.helpers import commit_all, git, write_files
 from tests.receipts import attach_receipt
-from tests.remotes import World, gp
+from tests.remotes import World, gp, push
 
 
 @pytest.fixture
@@ -345,3 +345,53 @@ def test_git_gpu_proof_push_carries_attestations_with_the_branch(world):
     pushed = gp(a, "push", "origin")
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     assert attestation_lines(world.remote) == [line]
+
+
+def test_a_remote_attestations_ref_that_is_not_notes_never_holds_back_the_receipts_or_the_branch(world):
+    a = world.clone("a")
+    key = world.key("alice@example.com")
+    line = attest(a, key, attach_receipt(a, key))
+    code = git(world.remote, "rev-parse", "refs/heads/main")
+    git(world.remote, "update-ref", ATTESTATIONS_REF, code)  # a code commit, not a notes history
+    write_files(a, {"README.md": "docs\n"})
+    commit_all(a, "docs")
+    hooked = push(a, "origin", "main")
+    assert hooked.returncode == 0, hooked.stderr
+    assert hooked.stderr.count(f"warning: {ATTESTATIONS_REF} was left out of the push to origin") == 1
+    assert "is not a notes history" in hooked.stderr and "git push --force origin" in hooked.stderr
+    assert git(world.remote, "rev-parse", "refs/heads/main") == git(a, "rev-parse", "HEAD")
+    assert world.remote_notes() == git(a, "rev-parse", NOTES_REF)
+    assert git(world.remote, "rev-parse", ATTESTATIONS_REF) == code
+    write_files(a, {"README.md": "more docs\n"})
+    commit_all(a, "more docs")
+    attach_receipt(a, key)
+    pushed = gp(a, "push")
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stderr.count(f"{ATTESTATIONS_REF} was left out") == 1
+    assert git(world.remote, "rev-parse", "refs/heads/main") == git(a, "rev-parse", "HEAD")
+    assert world.remote_notes() == git(a, "rev-parse", NOTES_REF)
+    repaired = push(a, "--force", "origin", ATTESTATIONS_REF)  # what the warning says to do
+    assert repaired.returncode == 0, repaired.stderr
+    assert attestation_lines(world.remote, "HEAD~2") == [line]
+
+
+def test_a_remote_that_refuses_the_attestations_ref_still_gets_the_receipts(world):
+    a = world.clone("a", hook=False)
+    key = world.key("alice@example.com")
+    attest(a, key, attach_receipt(a, key))
+    hook = world.remote / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\nif grep -q {ATTESTATIONS_REF}; then echo no attestations; exit 1; fi\n")
+    hook.chmod(0o755)
+    result = push_notes(pygit2.Repository(str(a)), "origin")
+    assert result.pushed and world.remote_notes() == git(a, "rev-parse", NOTES_REF)
+    [warning] = result.warnings
+    assert "origin refused it (pre-receive hook declined)" in warning and "ask whoever runs origin" in warning
+    assert git(world.remote, "rev-parse", "-q", "--verify", ATTESTATIONS_REF, check=False) == ""
+
+
+def test_attestations_that_go_through_give_no_warning(world):
+    a = world.clone("a", hook=False)
+    key = world.key("alice@example.com")
+    attest(a, key, attach_receipt(a, key))
+    result = push_notes(pygit2.Repository(str(a)), "origin")
+    assert result.pushed and result.warnings == []

@@ -75,12 +75,14 @@ def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
     message = _accepted_line(result)
     if (result.checked or result.unchanged) and not notes_ref_in_push(updates, NOTES_REF):
         try:
-            push_notes(repo, remote)
+            pushed = push_notes(repo, remote)
         except SyncError as exc:
             _say(f"gpu-proof: error: {exc}\nThe push was stopped so the branch does not reach "
                  f"{remote} without its receipts.")
             return EXIT_REFUSED
         message += f"; receipts sent to {remote}"
+        for warning in pushed.warnings:
+            _say(f"gpu-proof: warning: {warning}")
     _say(message)
     return EXIT_OK
 

@@ -34,11 +34,13 @@ def command(
     with errors_as_exit():
         fetch(repo, remote)
         try:
-            branches, output = push_refspecs(repo, remote, refspecs)
+            branches, pushed = push_refspecs(repo, remote, refspecs)
         except SyncError as exc:
             fail(str(exc), 1)
-    if output:
-        typer.echo(output, err=True)
+    if pushed.output:
+        typer.echo(pushed.output, err=True)
+    for warning in pushed.warnings:
+        typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)
     typer.echo(f"gpu-proof: pushed {' and '.join(branches + [NOTES_REF])} to {remote}")
 
 

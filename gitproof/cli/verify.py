@@ -86,7 +86,7 @@ def command(
         if attestations:
             from gitproof.verify.attestations import require_attestations
 
-            verdicts = [(rev, require_attestations(repo, v), commit) for rev, v, commit in verdicts]
+            verdicts = [(rev, require_attestations(verifier, commit), commit) for rev, _, commit in verdicts]
     ok = all(v.ok for _, v, _ in verdicts)
     for warning in accepted_warnings(v for _, v, _ in verdicts):
         typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)

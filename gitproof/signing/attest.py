@@ -28,6 +28,7 @@ from gitproof.signing.keys import SigningError, SigningKey
 from gitproof.trust.keys import fingerprint_of
 
 if TYPE_CHECKING:
+    import pygit2
     from securesystemslib.signer._signer import Signer  # where defined: the package re-exports it implicitly
 
 _DROP = "; or record without an attestation (--no-attest)"
@@ -106,8 +107,14 @@ def envelope_line(statement: dict[str, Any], signer: Signer) -> bytes:
 
 
 def attestation(signed: SignedReceipt, signer: Signer, commits: list[str], *, url: str | None = None,
-                blob_paths: frozenset[str] = frozenset()) -> bytes:
-    """The envelope line for one receipt: its in-toto statement, signed."""
+                blob_paths: frozenset[str] = frozenset(), repo: pygit2.Repository | None = None) -> bytes:
+    """The envelope line for one receipt: its in-toto statement, signed.
+
+    The statement names ``commits`` as tested. With ``repo``, only those whose code the run
+    tested are kept (intoto.tested_commits: their trees at the receipt's paths are the
+    receipt's). ``run --attest`` names HEAD only when the working tree's trees were HEAD's,
+    which is the same rule; a pending receipt names no commit."""
     check_signer(signer, signed.receipt.key_fingerprint)
-    statement = intoto.statement(signed, intoto.stored_bytes(signed), commits, url=url, blob_paths=blob_paths)
+    named = commits if repo is None else intoto.tested_commits(repo, signed.receipt, commits)
+    statement = intoto.statement(signed, intoto.stored_bytes(signed), named, url=url, blob_paths=blob_paths)
     return envelope_line(statement, signer)

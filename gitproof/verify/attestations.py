@@ -1,8 +1,8 @@
-"""``verify --attestations``: the receipt that validates a commit must carry a valid DSSE envelope.
+"""``verify --attestations``: a receipt that validates a commit must carry a valid DSSE envelope.
 
-For a commit that verifies, take the receipt that validated it (each shard's, when
-sharded) and the commit its note is on. The attestation note on that commit
-(gitproof.attestation_notes) must hold one envelope that
+For a commit that verifies, each scope (the whole fingerprint, or each shard) needs one
+valid receipt for its code whose note commit's attestation note
+(gitproof.attestation_notes) holds one envelope that
 
 1. is a DSSE envelope with payloadType ``application/vnd.in-toto+json``;
 2. carries a signature that verifies, with key id and key those of the key that signed
@@ -12,12 +12,20 @@ sharded) and the commit its note is on. The attestation note on that commit
 4. names this receipt: the ``gpu-proof-receipt`` descriptor in its configuration has
    the SHA-256 of the receipt's bytes (and, when it carries them, those bytes).
 
-Otherwise the commit becomes unvalidated: ``attestation-missing`` when no envelope there
-is meant for this receipt (none at all, or only good envelopes of other receipts),
-``attestation-invalid`` with what is wrong with each envelope otherwise. Everything
-in the note is untrusted: text that is not JSON, JSON that is not an envelope, bad
-base64, oversized lines become reasons, never exceptions. securesystemslib is imported
-only when an envelope is read.
+The receipt the verifier chose is tried first; when it has none, every other valid
+receipt for the same code (``Verifier.candidates``) is tried, the nearest first, and the
+one that has an envelope becomes the receipt the verdict reports. Otherwise the commit
+becomes unvalidated: ``attestation-missing`` when no envelope there is meant for the
+chosen receipt (none at all, or only good envelopes of other receipts),
+``attestation-invalid`` with what is wrong with the envelopes otherwise.
+
+Everything in the note is untrusted, and its cost is bounded: only lines that start
+with "{" can be envelopes (others are passed over unread), at most
+MAX_EXAMINED_ENVELOPES of them are examined per note, the first few problems are kept,
+and each note is judged once per receipt (memoised by note blob id and receipt
+identity). Text that is not JSON, JSON that is not an envelope, bad base64, oversized
+lines become reasons, never exceptions. securesystemslib is imported only when an
+envelope is read.
 """
 from __future__ import annotations
 
@@ -29,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import pygit2
 
-from gitproof.attestation_notes import (ATTESTATIONS_REF, MAX_ENVELOPE_BYTES, AttestationNoteError, envelope_lines,
-                                        read_note)
+from gitproof.attestation_notes import (ATTESTATIONS_REF, MAX_ENVELOPE_BYTES, AttestationNoteError,
+                                        envelope_candidates, note_of)
 from gitproof.intoto import PAYLOAD_TYPE, PREDICATE_TYPE, RECEIPT_DESCRIPTOR, STATEMENT_TYPE, receipt_digest, \
     stored_bytes
 from gitproof.receipt import SignedReceipt
@@ -38,13 +46,18 @@ from gitproof.text import one_line_safe
 from gitproof.trust import receipt_signing_key
 from gitproof.trust.keys import SignatureError
 from gitproof.verify.codes import Code
-from gitproof.verify.verdicts import UNVALIDATED, CommitVerdict, Failure
+from gitproof.verify.verdicts import (ANCESTOR, SELF, UNCHANGED, UNVALIDATED, VALIDATED, CommitVerdict, Failure,
+                                      ReceiptVerdict)
+from gitproof.verify.verifier import Scope, Verifier
 
 if TYPE_CHECKING:
     from securesystemslib.dsse import Envelope
     from securesystemslib.signer._key import SSlibKey  # where defined: the package re-exports it implicitly
 
-_SHOWN = 3  # envelopes whose problem a reason quotes
+MAX_EXAMINED_ENVELOPES = 64  # lines that could be envelopes, examined per note
+_SHOWN = 3  # envelopes whose problem a reason quotes (and the only problems kept)
+_MEMO_ENTRIES = 4096  # (note blob, receipt) judgements kept
+_NEAREST = {SELF: 0, ANCESTOR: 1}  # then ELSEWHERE
 
 
 @dataclass(frozen=True)
@@ -55,27 +68,85 @@ class Problem:
     other_receipt: bool = False  # a good envelope, of another receipt: not a fault of the note
 
 
-def require_attestations(repo: pygit2.Repository, verdict: CommitVerdict) -> CommitVerdict:
-    """``verdict`` itself when every receipt that validates it has a valid attestation; else the
-    verdict made unvalidated, its reasons saying which attestation is missing or wrong."""
+@dataclass(frozen=True)
+class _Judgement:
+    """What one note says about one receipt; ``attested`` when an envelope in it attests it."""
+
+    attested: bool
+    problems: tuple[Problem, ...] = ()  # the first _SHOWN
+    failed: int = 0  # envelopes examined that do not attest it
+    all_other_receipts: bool = True  # every one of them is a good envelope of another receipt
+    not_examined: int = 0  # lines that could be envelopes, past MAX_EXAMINED_ENVELOPES
+    other_text: bool = False  # lines that cannot be envelopes (not starting with "{"), passed over
+    key_error: str | None = None  # why the receipt's key cannot check envelopes
+
+
+_memo: dict[tuple[str, str], _Judgement] = {}
+
+
+def require_attestations(verifier: Verifier, commit: pygit2.Commit) -> CommitVerdict:
+    """The commit's verdict when, for each scope, a valid receipt for its code has a valid
+    attestation (that receipt is the one reported); else the verdict made unvalidated, its
+    reasons saying which attestation is missing or wrong."""
+    verdict = verifier.verify(commit)
     if not verdict.ok:
         return verdict
     if not verdict.shards:
-        failure = _scope_failure(repo, verdict)
-        return verdict if failure is None else replace(verdict, state=UNVALIDATED, reasons=[failure])
-    shards, reasons = dict(verdict.shards), []
-    for name, part in verdict.shards.items():
-        shards[name] = require_attestations(repo, part)
-        if not shards[name].ok:
-            reasons += [Failure(r.code, f"shard {name}: {r.message}") for r in shards[name].reasons]
-    return verdict if not reasons else replace(verdict, state=UNVALIDATED, shards=shards, reasons=reasons)
+        return _attested_scope(verifier, commit, verifier.scopes[0], verdict)
+    shards = {str(scope.shard): _attested_scope(verifier, commit, scope, verdict.shards[str(scope.shard)])
+              for scope in verifier.scopes}
+    reasons = [Failure(r.code, f"shard {name}: {r.message}") for name, part in shards.items() if not part.ok
+               for r in part.reasons]
+    if reasons:
+        return replace(verdict, state=UNVALIDATED, shards=shards, reasons=reasons)
+    return _recombined(verdict, shards)
 
 
-def _scope_failure(repo: pygit2.Repository, verdict: CommitVerdict) -> Failure | None:
-    receipt = verdict.receipt
-    if receipt is None or receipt.signed is None:
-        return None  # validated without a receipt: nothing to attest
-    return attestation_failure(repo, receipt.signed, receipt.note_commit)
+def _recombined(verdict: CommitVerdict, shards: dict[str, CommitVerdict]) -> CommitVerdict:
+    """A sharded verdict whose shards may now report other receipts: its state and receipt again."""
+    state = VALIDATED if all(part.state == VALIDATED for part in shards.values()) else UNCHANGED
+    signed = [(part.receipt, part.receipt.signed) for part in shards.values() if part.receipt and part.receipt.signed]
+    newest = max(signed, key=lambda pair: pair[1].receipt.finished, default=(None, None))[0]
+    return replace(verdict, state=state, shards=shards, receipt=newest)
+
+
+def _attested_scope(verifier: Verifier, commit: pygit2.Commit, scope: Scope, verdict: CommitVerdict) -> CommitVerdict:
+    """One scope's verdict, kept, moved to another valid receipt that is attested, or unvalidated."""
+    chosen = verdict.receipt
+    if chosen is None or chosen.signed is None:
+        return verdict  # validated without a receipt: nothing to attest
+    failure = attestation_failure(verifier.repo, chosen.signed, chosen.note_commit)
+    if failure is None:
+        return verdict
+    others = _other_valid_receipts(verifier, commit, scope, verdict.trees, chosen)
+    for other in others:
+        if other.signed is not None and attestation_failure(verifier.repo, other.signed, other.note_commit) is None:
+            relation = verifier.relation(other.note_commit, commit)
+            state = VALIDATED if relation == SELF else UNCHANGED
+            return replace(verdict, state=state, receipt=other, relation=relation)
+    if others:
+        failure = Failure(failure.code, f"{failure.message}; none of the {len(others)} other valid receipt(s) "
+                                        "for this code has one either")
+    return replace(verdict, state=UNVALIDATED, reasons=[failure])
+
+
+def _other_valid_receipts(verifier: Verifier, commit: pygit2.Commit, scope: Scope, trees: dict[str, str | None],
+                          chosen: ReceiptVerdict) -> list[ReceiptVerdict]:
+    """The valid signed receipts for this scope's code besides ``chosen``: on the commit itself first,
+    then on its ancestors, then elsewhere; the newest first within each."""
+    seen = {_receipt_at(chosen)}
+    others: dict[tuple[str, str], tuple[ReceiptVerdict, SignedReceipt]] = {}
+    for candidate in verifier.candidates(commit, scope, trees):
+        if candidate.ok and candidate.signed is not None and _receipt_at(candidate) not in seen:
+            others.setdefault(_receipt_at(candidate), (candidate, candidate.signed))
+    newest_first = sorted(others.values(), key=lambda pair: pair[1].receipt.finished, reverse=True)
+    return sorted((verdict for verdict, _ in newest_first),
+                  key=lambda verdict: _NEAREST.get(verifier.relation(verdict.note_commit, commit), 2))
+
+
+def _receipt_at(verdict: ReceiptVerdict) -> tuple[str, str]:
+    """A receipt and the commit whose note holds it."""
+    return (verdict.signed.identity if verdict.signed else "", verdict.note_commit)
 
 
 def attestation_failure(repo: pygit2.Repository, signed: SignedReceipt, note_commit: str) -> Failure | None:
@@ -84,29 +155,69 @@ def attestation_failure(repo: pygit2.Repository, signed: SignedReceipt, note_com
     if signed.unsigned:
         return Failure(Code.ATTESTATION_MISSING, "an unsigned receipt has no signed attestation")
     try:
-        lines = envelope_lines(read_note(repo, note_commit) or b"")
+        blob = note_of(repo, note_commit)
     except AttestationNoteError as exc:
         return Failure(Code.ATTESTATION_INVALID, str(exc))
-    if not lines:
+    judgement = _judged(blob, signed) if blob is not None else _Judgement(False)
+    if judgement.attested:
+        return None
+    if judgement.key_error is not None:
+        return Failure(Code.ATTESTATION_INVALID, f"the receipt's key cannot check attestations: {judgement.key_error}")
+    if not judgement.failed and not judgement.other_text:
         return Failure(Code.ATTESTATION_MISSING,
                        f"no in-toto attestation on {where} for the receipt that validates this commit; make "
                        "one with `git gpu-proof run --attest` and push it with the receipts")
+    code = Code.ATTESTATION_MISSING if judgement.failed and judgement.all_other_receipts else Code.ATTESTATION_INVALID
+    digest = receipt_digest(stored_bytes(signed))
+    return Failure(code, f"no valid in-toto attestation on {where} for the receipt (sha256 {digest[:16]}...): "
+                         f"{_summary(judgement)}")
+
+
+def _summary(judgement: _Judgement) -> str:
+    """What was wrong, envelope by envelope (the first few), and what was not looked at."""
+    parts = []
+    if judgement.problems:
+        shown = "; ".join(f"envelope {n}: {p.message}" for n, p in enumerate(judgement.problems, 1))
+        more = judgement.failed - len(judgement.problems)
+        parts.append(shown + (f" (+{more} more)" if more else ""))
+    if judgement.not_examined:
+        parts.append(f"only the first {MAX_EXAMINED_ENVELOPES} envelopes were examined, "
+                     f"{judgement.not_examined} more were not")
+    if judgement.other_text:
+        parts.append("lines that do not start with '{' are not envelopes (an envelope is one line of JSON) "
+                     "and were passed over")
+    return "; ".join(parts)
+
+
+def _judged(blob: pygit2.Blob, signed: SignedReceipt) -> _Judgement:
+    """``_judge``, once per note blob and receipt."""
+    key = (str(blob.id), signed.identity)
+    if key not in _memo:
+        if len(_memo) >= _MEMO_ENTRIES:
+            _memo.clear()
+        _memo[key] = _judge(blob.data, signed)
+    return _memo[key]
+
+
+def _judge(note: bytes, signed: SignedReceipt) -> _Judgement:
+    """Examine the note's first envelopes for one that attests ``signed``."""
+    candidates = envelope_candidates(note, MAX_EXAMINED_ENVELOPES)
+    not_examined = candidates.total - len(candidates.lines)
+    if not candidates.lines:
+        return _Judgement(False, not_examined=not_examined, other_text=candidates.others)
     try:
         key = _receipt_key(signed)
     except (SignatureError, ValueError) as exc:
-        return Failure(Code.ATTESTATION_INVALID, f"the receipt's key cannot check attestations: {exc}")
+        return _Judgement(False, key_error=str(exc))
     digest = receipt_digest(stored_bytes(signed))
-    problems = []
-    for line in lines:
-        problem = envelope_problem(line, key, signed, digest)
-        if problem is None:
-            return None
-        problems.append(problem)
-    shown = "; ".join(f"envelope {n}: {p.message}" for n, p in enumerate(problems[:_SHOWN], 1))
-    more = f" (+{len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""
-    code = Code.ATTESTATION_MISSING if all(p.other_receipt for p in problems) else Code.ATTESTATION_INVALID
-    return Failure(code, f"no valid in-toto attestation on {where} for the receipt (sha256 {digest[:16]}...): "
-                         f"{shown}{more}")
+    problems: list[Problem] = []
+    for line in candidates.lines:
+        found = envelope_problem(line, key, signed, digest)
+        if found is None:
+            return _Judgement(True)
+        problems.append(found)
+    return _Judgement(False, tuple(problems[:_SHOWN]), len(problems), all(p.other_receipt for p in problems),
+                      not_examined, candidates.others)
 
 
 def _receipt_key(signed: SignedReceipt) -> SSlibKey:
