@@ -343,7 +343,7 @@ def _envelope(rec: Recording, signed: SignedReceipt) -> bytes | None:
     from gitproof.signing.attest import attestation
 
     commits = [rec.head] if rec.state.matches_head else []  # a pending receipt's commit is not made yet
-    line = attestation(signed, rec.attest, commits, url=rec.run_url,
+    line = attestation(signed, rec.attest, commits, url=rec.run_url, repo=rec.repo,
                        blob_paths=frozenset(intoto.file_paths(rec.repo, signed.receipt.trees)))
     try:
         attestation_notes.check_room(rec.repo, rec.head if rec.state.matches_head else None, line)
