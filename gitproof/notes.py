@@ -22,6 +22,8 @@ NOTES_REF = "refs/notes/gpu-proof"
 # A notes tree with more entries than this is split one fan-out level down (git's notes code
 # keeps trees about this size), so adding a note rewrites a few small trees, not one huge one.
 FANOUT_LIMIT = 256
+# Tree entries that hold a note: blobs (walk_notes_tree agrees), never a submodule entry.
+NOTE_MODES = (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE, pygit2.enums.FileMode.LINK)
 _HEX_NAME = re.compile(r"^[0-9a-f]+$")
 _MAX_RETRIES = 50
 # libgit2's words for "another writer holds the ref lock".
@@ -73,19 +75,8 @@ class NotesStore:
     def blob_id(self, commit_id: str) -> str | None:
         """The id of the commit's note blob: a lookup at each place git may keep it, no walk."""
         tip = self.tip()
-        if tip is None or not _HEX_NAME.match(commit_id):
-            return None
-        node = self._tree_of(tip)
-        for start in range(0, len(commit_id) - 2, 2):  # flat here, or down one fan-out folder
-            rest = commit_id[start:]
-            if rest in node:
-                found = node[rest]
-                return str(found.id) if found.type_str == "blob" else None
-            folder = rest[:2]
-            if folder not in node or node[folder].type_str != "tree":
-                return None
-            node = cast(pygit2.Tree, node[folder])
-        return None
+        found = note_location(self._tree_of(tip), commit_id) if tip is not None else None
+        return found[0] if found else None
 
     def _tree_of(self, tip: pygit2.Commit) -> pygit2.Tree:
         """The tip's root tree, kept while the tip stays: each ``.tree`` parses it again,
@@ -167,6 +158,24 @@ class NotesStore:
     def _current_target(self) -> pygit2.Oid | None:
         ref = self.repo.references.get(self.ref)
         return cast(pygit2.Oid, ref.target) if ref is not None else None  # a direct ref
+
+
+def note_location(tree: pygit2.Tree, commit_id: str) -> tuple[str, str] | None:
+    """(blob id, path) of the commit's note in a notes tree, looked for as git does: flat here,
+    or down one two-hex-digit folder at a time. A handful of lookups, however many notes."""
+    if not _HEX_NAME.match(commit_id):
+        return None
+    node, path = tree, ""
+    for start in range(0, len(commit_id) - 2, 2):
+        rest = commit_id[start:]
+        if rest in node:
+            found = node[rest]
+            return (str(found.id), path + rest) if found.filemode in NOTE_MODES else None
+        folder = rest[:2]
+        if folder not in node or node[folder].type_str != "tree":
+            return None
+        node, path = cast(pygit2.Tree, node[folder]), f"{path}{folder}/"
+    return None
 
 
 def _blob(repo: pygit2.Repository, blob_id: str) -> pygit2.Blob:
@@ -256,8 +265,15 @@ def tree_with_notes(repo: pygit2.Repository, root: pygit2.Tree | None,
     two-hex-digit folders, as git's own notes code does, so a flat notes tree written by an
     older gitproof converts on its next write and then stays cheap to change.
     """
-    blobs = {commit_id: repo.create_blob(data) for commit_id, data in notes.items()}
+    blobs = {commit_id: _blob_of(repo, data) for commit_id, data in notes.items()}
     return _put(repo, root, blobs)
+
+
+def _blob_of(repo: pygit2.Repository, data: bytes) -> pygit2.Oid:
+    """The blob holding ``data``, written only when the repository lacks it (a merge mostly
+    stores notes that arrived whole: hashing is a quarter of the cost of writing)."""
+    known = pygit2.hash(data)
+    return known if known in repo.odb else repo.create_blob(data)
 
 
 def _put(repo: pygit2.Repository, tree: pygit2.Tree | None, blobs: dict[str, pygit2.Oid]) -> pygit2.Oid:

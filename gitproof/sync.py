@@ -28,7 +28,8 @@ import pygit2
 
 from gitproof.attestation_notes import ATTESTATIONS_REF, MAX_ATTESTATION_NOTE_BYTES, envelope_lines, join_lines
 from gitproof.errors import GitproofError
-from gitproof.notes import NOTES_REF, NotesStore, is_note_path, is_notes_tree, tree_with_note, walk_notes_tree
+from gitproof.notes import (NOTE_MODES, NOTES_REF, NotesStore, is_note_path, is_notes_tree, note_location,
+                            tree_with_notes, walk_notes_tree)
 from gitproof.receipt import MAGIC, SIG_END, UNSIGNED_TRAILER, join_raw, raw_entries
 
 TRACKING_PREFIX = "refs/remote-notes/"
@@ -193,23 +194,33 @@ def merge(repo: pygit2.Repository, source_ref: str, store: NotesStore | None = N
 def _merge_commit(repo: pygit2.Repository, store: NotesStore, ours: pygit2.Commit,
                   theirs: pygit2.Commit, source_ref: str, layout: _Layout) -> MergeResult | None:
     result = MergeResult(source_ref, "merge", unit=layout.unit)
-    mine = walk_notes_tree(ours.tree, "", "")
-    other = walk_notes_tree(theirs.tree, "", "")
-    tree = ours.tree
-    for commit_id, (blob_id, _) in other.items():
-        current = mine.get(commit_id)
+    updates: dict[str, bytes] = {}
+    for commit_id, blob_id in _their_changes(ours.tree, theirs.tree).items():
+        current = note_location(ours.tree, commit_id)
         if current is not None and current[0] == blob_id:
             continue
         data, added = _union(repo, current, blob_id, commit_id, result, layout)
         if added:
-            path = current[1] if current else commit_id
-            tree = cast(pygit2.Tree, repo[tree_with_note(repo, tree, path, data)])
+            updates[commit_id] = data
             result.receipts_added += added
             result.commits_touched += 1
+    tree = tree_with_notes(repo, ours.tree, updates)  # one pass: each touched subtree written once
     message = f"gpu-proof: merge {layout.unit}s from {source_ref}"
-    if store.commit_tree(ours, tree.id, message, (theirs.id,)):
+    if store.commit_tree(ours, tree, message, (theirs.id,)):
         return result
     return None  # our ref moved meanwhile: start again from the new tip
+
+
+def _their_changes(ours: pygit2.Tree, theirs: pygit2.Tree) -> dict[str, str]:
+    """commit id -> their note blob, for each of their notes that is not at the same path in ours
+    (new, changed, or stored elsewhere): a tree diff, which skips every subtree both share."""
+    changed: dict[str, str] = {}
+    for delta in ours.diff_to_tree(theirs).deltas:
+        theirs_side = delta.new_file
+        if (delta.status != pygit2.enums.DeltaStatus.DELETED and is_note_path(theirs_side.path)
+                and theirs_side.mode in NOTE_MODES):
+            changed[theirs_side.path.replace("/", "")] = str(theirs_side.id)
+    return changed
 
 
 def _union(repo: pygit2.Repository, current: tuple[str, str] | None, their_blob: str, commit_id: str,

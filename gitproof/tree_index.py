@@ -36,7 +36,7 @@ import pygit2
 
 from gitproof.files import write_atomically
 from gitproof.git import common_dir
-from gitproof.notes import NotesStore, is_note_path, walk_notes_tree
+from gitproof.notes import NOTE_MODES, NotesStore, is_note_path, walk_notes_tree
 from gitproof.receipt import MAGIC, MAX_NOTE_BYTES, SIG_BEGIN, UNSIGNED_TRAILER, ReceiptFormatError
 from gitproof.receipt.parse import unescape
 
@@ -56,7 +56,6 @@ _UNSIGNED = ("\n" + UNSIGNED_TRAILER).encode()
 # same note blob sits on one commit (or a few, where an older install copied it on rebase).
 MAX_CLAIMS_PER_NOTE = 64
 MAX_COMMITS_PER_NOTE = 16
-_BLOB_MODES = (pygit2.enums.FileMode.BLOB, pygit2.enums.FileMode.BLOB_EXECUTABLE, pygit2.enums.FileMode.LINK)
 _COMMIT_ID = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 _RECORD_RE = re.compile(rb"[0-9a-f]{64} [0-9a-f]{40}(?:[0-9a-f]{24}| {24})\n")
 _ABSENT = "absent"
@@ -296,7 +295,7 @@ def _changed_notes(repo: pygit2.Repository, old: pygit2.Tree | None,
     changed: dict[str, str | None] = {}
     for delta in old.diff_to_tree(new).deltas:
         for side, present in ((delta.old_file, False), (delta.new_file, True)):
-            if not is_note_path(side.path) or side.mode not in _BLOB_MODES:
+            if not is_note_path(side.path) or side.mode not in NOTE_MODES:
                 continue  # a gitlink or a link at a note's path is no note (walk_notes_tree agrees)
             commit = side.path.replace("/", "")
             if present and delta.status != pygit2.enums.DeltaStatus.DELETED:
