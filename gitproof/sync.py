@@ -30,7 +30,7 @@ from gitproof.attestation_notes import ATTESTATIONS_REF, MAX_ATTESTATION_NOTE_BY
 from gitproof.errors import GitproofError
 from gitproof.notes import (NOTE_MODES, NOTES_REF, NotesStore, is_note_path, is_notes_tree, note_location,
                             tree_with_notes, walk_notes_tree)
-from gitproof.receipt import MAGIC, SIG_END, UNSIGNED_TRAILER, join_raw, raw_entries
+from gitproof.receipt import MAGIC, SIG_BEGIN, SIG_END, UNSIGNED_TRAILER, join_raw, raw_entries
 
 TRACKING_PREFIX = "refs/remote-notes/"
 IN_SYNC_ENV = "GITPROOF_SYNC"  # set while gitproof itself pushes, so hooks stand aside
@@ -315,7 +315,12 @@ def _is_receipt(entry: bytes) -> bool:
     """A complete receipt: its signature block (or unsigned trailer) ends it. A block cut short
     runs on over whatever follows it, so such an entry is matched as plain text is."""
     end = entry.rstrip(b"\n").rpartition(b"\n")[2]
-    return entry.startswith(MAGIC.encode() + b"\n") and end in (SIG_END.encode(), UNSIGNED_TRAILER.encode())
+    if not entry.startswith(MAGIC.encode() + b"\n"):
+        return False
+    if end == UNSIGNED_TRAILER.encode():
+        return True
+    # The block must open on a line of its own too: glued to a test line, it opens nothing.
+    return end == SIG_END.encode() and b"\n" + SIG_BEGIN.encode() + b"\n" in entry
 
 
 class _Held:
