@@ -25,7 +25,9 @@ import argparse
 import hashlib
 from datetime import datetime, timedelta, timezone
 import shutil
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pygit2
@@ -76,11 +78,42 @@ def count(repo: pygit2.Repository, ref: str = NOTES_REF) -> int:
     return len(walk_notes_tree(repo.references[ref].peel(pygit2.Commit).tree, "", ""))
 
 
+def fetch_once(base: Path, size: int) -> list[str]:
+    """``git gpu-proof fetch`` end to end: a bare remote with ``size`` receipts, a clone with ``size``
+    others; wall time, bytes the clone's object store grew by, receipts after."""
+    remote = pygit2.init_repository(str(base / f"remote-{size}.git"), bare=True)
+    local = pygit2.init_repository(str(base / f"local-{size}"))
+    local.remotes.create("origin", remote.path)
+    sig = pygit2.Signature("Bench", "bench@example.com")
+    local.create_commit("HEAD", sig, sig, "empty\n", local.TreeBuilder().write(), [])  # fetch wants a commit
+    data = signed_receipt(0).text.encode()
+    for repo, salt in ((remote, "theirs"), (local, "ours")):
+        tip = notes_commit(repo, None, {_id(i, salt): data for i in range(size)})
+        repo.references.create(NOTES_REF, tip, force=True)
+    before = _store_bytes(base / f"local-{size}" / ".git" / "objects")
+    start = time.perf_counter()
+    done = subprocess.run([shutil.which("git-gpu-proof") or "git-gpu-proof", "fetch", "origin"],
+                          cwd=base / f"local-{size}", capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"fetch failed: {done.stderr}")
+    grown = _store_bytes(base / f"local-{size}" / ".git" / "objects") - before
+    counted = count(pygit2.Repository(str(base / f"local-{size}")))
+    assert counted == 2 * size, f"lost receipts: {counted} != {2 * size}"
+    return [f"{size} + {size}", f"{elapsed:.2f} s", f"{grown / 1e6:.1f} MB", f"{counted} of {2 * size}"]
+
+
+def _store_bytes(objects: Path) -> int:
+    return sum(f.stat().st_size for f in objects.rglob("*") if f.is_file())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 20_000])
     parser.add_argument("--incoming", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--fetch", type=int, nargs="*", default=[10_000, 20_000], metavar="N",
+                        help="also time `git gpu-proof fetch` of N remote receipts into N local ones, once each")
     args = parser.parse_args()
     print_machine()
     base = Path(tempfile.mkdtemp(prefix="bench-notes-"))
@@ -90,6 +123,13 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     header = ["notes", "add (median)", f"merge {args.incoming} (median)", "merge writes", "counted after merge"]
     print(table(rows, header))
+    if args.fetch:
+        fetch_base = Path(tempfile.mkdtemp(prefix="bench-fetch-"))
+        try:
+            fetched = [fetch_once(fetch_base, size) for size in args.fetch]
+        finally:
+            shutil.rmtree(fetch_base, ignore_errors=True)
+        print(table(fetched, ["receipts (remote + local)", "git gpu-proof fetch", "objects written", "counted after"]))
     return 0
 
 
