@@ -265,8 +265,9 @@ class Verifier:
             recorded = valid.signed.receipt.trees
             changed = changed_fingerprint_paths(self.repo, {p: recorded.get(p) for p in scope.paths}, trees)
             where = str(ancestor.id)[:10]
-            since = (f"the receipt on {where}" if valid.note_commit == str(ancestor.id)
-                     else f"{where} (validated by the receipt on {valid.note_commit[:10]})")
+            holder = valid.note_commit[:10]
+            since = (f"the receipt on {holder}" if self.relation(valid.note_commit, ancestor) != ELSEWHERE
+                     else f"{where} (validated by the receipt on {holder})")
             return Failure(Code.FINGERPRINT_CHANGED, f"GPU code changed since {since}: " + listing(changed))
         return Failure(Code.NO_RECEIPT, "no receipt" + self._shallow_hint())
 
