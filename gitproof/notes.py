@@ -100,7 +100,7 @@ class NotesStore:
             self._parsed[blob_id] = (
                 [NoteEntry(None, f"the note is {size} bytes, over the {MAX_NOTE_BYTES}-byte limit; not read",
                            0, "note-too-large")]
-                if size > MAX_NOTE_BYTES else note_entries(_blob(self.repo, blob_id).data))
+                if size > MAX_NOTE_BYTES else note_entries(self.repo.odb.read(blob_id)[1]))  # half a Blob's cost
         return self._parsed[blob_id]
 
     def blob_size(self, blob_id: str) -> int:

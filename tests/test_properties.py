@@ -7,12 +7,13 @@ entry of either side.
 from __future__ import annotations
 
 import tempfile
+from typing import Callable
 
 import pygit2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitproof.receipt import ReceiptFormatError, note_entries, parse_payload, raw_entries, serialize_payload
+from gitproof.receipt import ReceiptFormatError, note_entries, parse, parse_payload, raw_entries, serialize_payload
 from gitproof.sync import MergeResult, _union
 from gitproof.trust.allowed_signers import AllowedSigners, AllowedSignersError
 from gitproof.trust.keys import SignatureError
@@ -62,6 +63,27 @@ def test_the_receipt_parser_answers_or_refuses_cleanly(text):
         parse_payload(text.encode("utf-8", "surrogateescape"))
     except ReceiptFormatError:
         pass
+
+
+USES = [{"test": t.nodeid, "used": False, "method": "cuda-driver.not-loaded", "evidence": "never loaded",
+         "devices": [], "nvml": None} for t in make_receipt().tests]
+VALID_WITH_USES = serialize_payload(make_receipt(gpu_use=USES))
+
+
+def _reading(read: Callable[[bytes], object], payload: bytes) -> object:
+    try:
+        return read(payload)
+    except ReceiptFormatError as exc:
+        return str(exc)
+
+
+@SETTINGS
+@given(st.one_of(mutated(VALID_WITH_USES.decode()), st.text()).map(lambda t: t.encode("utf-8", "surrogatepass")))
+def test_the_fast_receipt_reading_answers_as_the_strict_one(payload):
+    """parse_payload reads most receipts by canonical-text patterns; the strict reading is the oracle."""
+    def strict(data: bytes) -> object:
+        return parse._read_strict(parse._payload_text(data))
+    assert _reading(parse_payload, payload) == _reading(strict, payload)
 
 
 @SETTINGS

@@ -32,7 +32,7 @@ _GPU_FACTS_KEYS = {"cuda_visible_devices": _OPTIONAL_TEXT, "confidential_computi
 def json_object(value: str, what: str) -> dict[str, Any]:
     """The JSON object on a ``what:`` line; ReceiptFormatError for anything else."""
     try:
-        parsed = json.loads(value, parse_constant=_reject_constant)
+        parsed = _JSON_DECODER.decode(value)
     except (ValueError, RecursionError) as exc:
         raise ReceiptFormatError(f"{what} field is not valid JSON: {value!r}") from exc
     if not isinstance(parsed, dict):
@@ -42,6 +42,11 @@ def json_object(value: str, what: str) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
+
+
+# json.loads(value, parse_constant=_reject_constant), without building a decoder per call (json.loads
+# also refuses a leading byte-order mark, which this decoder refuses as not JSON).
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def gpu_use_object(value: str) -> dict[str, Any]:

@@ -6,8 +6,10 @@ entry of its own, so that merging notes never drops anything.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from typing import Iterator
+from itertools import accumulate, compress, repeat
+from typing import Callable, Iterator
 
 from gitproof.receipt.model import (
     MAGIC,
@@ -42,43 +44,89 @@ def split_note(text: str) -> Iterator[tuple[str, str]]:
     Blank lines between receipts are allowed; anything else outside a
     receipt is reported as an error entry with empty payload.
     """
-    lines = text.splitlines(keepends=True)
+    lines = _Lines(text)
     i = 0
-    while i < len(lines):
-        if lines[i].strip() == "":
-            i += 1
+    while i < len(text):
+        line = lines.at(i)
+        if line.strip() == "":
+            i += len(line)
             continue
-        if lines[i].rstrip("\n") != MAGIC:
-            end = _next_magic(lines, i + 1)
-            yield "", "".join(lines[i:end])
+        if line.rstrip("\n") != MAGIC:
+            end = lines.next(i + len(line), _starts_receipt)
+            yield "", text[i:end]
             i = end
             continue
         start = i
-        while i < len(lines) and lines[i].rstrip("\n") not in (SIG_BEGIN, UNSIGNED_TRAILER):
-            if i > start and lines[i].startswith(MAGIC_PREFIX):  # any version's receipt starts anew
-                break
-            i += 1
-        if i < len(lines) and lines[i].rstrip("\n") == UNSIGNED_TRAILER:
-            yield "".join(lines[start:i]), lines[i]
-            i += 1
+        i = lines.next(start + len(line), _ends_payload)  # any version's receipt starts anew
+        if i < len(text) and lines.at(i).rstrip("\n") == UNSIGNED_TRAILER:
+            yield text[start:i], lines.at(i)
+            i += len(lines.at(i))
             continue
-        if i >= len(lines) or lines[i].rstrip("\n") != SIG_BEGIN:
-            yield "".join(lines[start:i]), ""
+        if i >= len(text) or lines.at(i).rstrip("\n") != SIG_BEGIN:
+            yield text[start:i], ""
             continue
         payload_end = i
-        while i < len(lines) and lines[i].rstrip("\n") != SIG_END and not lines[i].startswith(MAGIC_PREFIX):
-            i += 1
-        if i < len(lines) and lines[i].rstrip("\n") == SIG_END:
-            i += 1  # a block cut short ends where the next receipt starts
-        yield "".join(lines[start:payload_end]), "".join(lines[payload_end:i])
+        i = lines.next(i, _ends_signature)
+        if i < len(text) and lines.at(i).rstrip("\n") == SIG_END:
+            i += len(lines.at(i))  # a block cut short ends where the next receipt starts
+        yield text[start:payload_end], text[payload_end:i]
 
 
-def _next_magic(lines: list[str], start: int) -> int:
-    """Where the next receipt of any version starts (so a newer one stays an entry of its own)."""
-    for j in range(start, len(lines)):
-        if lines[j].startswith(MAGIC_PREFIX):
-            return j
-    return len(lines)
+class _Lines:
+    """A note's lines, as str.splitlines(keepends=True) cuts them, by the offset where each starts.
+
+    Only lines starting with '-----' or a magic prefix can start or end a receipt or its
+    signature, so those are found first and the others are never looked at one by one; where
+    LF is the only line break (as in every note gitproof writes) the text is not cut up at all.
+    """
+
+    MARKS = ("-----", MAGIC_PREFIX)
+    OTHER_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # where splitlines breaks besides LF
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts: list[int] | None = None  # every line's start, when LF is not the only break
+        if any(ch in text for ch in self.OTHER_BREAKS):
+            lines = text.splitlines(keepends=True)
+            self.starts = list(accumulate(map(len, lines), initial=0))
+            self.marked = list(compress(self.starts, map(str.startswith, lines, repeat(self.MARKS))))
+        else:
+            self.marked = sorted(self._lf_marks())
+
+    def _lf_marks(self) -> Iterator[int]:
+        for mark in self.MARKS:
+            if self.text.startswith(mark):
+                yield 0
+            found = self.text.find("\n" + mark)
+            while found >= 0:
+                yield found + 1
+                found = self.text.find("\n" + mark, found + 1)
+
+    def at(self, start: int) -> str:
+        """The line starting at ``start``, with its line break."""
+        if self.starts is not None:
+            return self.text[start:self.starts[bisect_right(self.starts, start)]]
+        end = self.text.find("\n", start)
+        return self.text[start:] if end < 0 else self.text[start:end + 1]
+
+    def next(self, start: int, wanted: Callable[[str], bool]) -> int:
+        """Where the first line from ``start`` on that is ``wanted`` starts; the text's end if none is."""
+        for k in range(bisect_left(self.marked, start), len(self.marked)):
+            if wanted(self.at(self.marked[k])):
+                return self.marked[k]
+        return len(self.text)
+
+
+def _starts_receipt(line: str) -> bool:
+    return line.startswith(MAGIC_PREFIX)
+
+
+def _ends_payload(line: str) -> bool:
+    return line.rstrip("\n") in (SIG_BEGIN, UNSIGNED_TRAILER) or line.startswith(MAGIC_PREFIX)
+
+
+def _ends_signature(line: str) -> bool:
+    return line.rstrip("\n") == SIG_END or line.startswith(MAGIC_PREFIX)
 
 
 def parse_note(text: str) -> list[NoteEntry]:
@@ -96,7 +144,8 @@ def _parse_entry(payload: str, signature: str, index: int) -> NoteEntry:
     if not trailer.endswith(SIG_END) and trailer != UNSIGNED_TRAILER:
         return NoteEntry(None, "receipt has no complete SSH signature block", index)
     try:
-        receipt = parse_payload(payload.encode("utf-8"))
+        data = payload.encode("utf-8")
+        receipt = parse_payload(data)
     except ReceiptFormatError as exc:
         return NoteEntry(None, f"malformed receipt: {exc}", index)
     except (ValueError, RecursionError, OverflowError) as exc:  # hostile input: never a crash
@@ -106,7 +155,7 @@ def _parse_entry(payload: str, signature: str, index: int) -> NoteEntry:
                                "(or the reverse)", index)
     if not signature.endswith("\n"):
         signature += "\n"
-    return NoteEntry(SignedReceipt(receipt, payload.encode("utf-8"), signature), None, index)
+    return NoteEntry(SignedReceipt(receipt, data, signature), None, index)
 
 
 def join_note(existing: bytes, addition: SignedReceipt) -> bytes:

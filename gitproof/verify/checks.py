@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 import pygit2
 
@@ -22,6 +23,7 @@ from gitproof.verify.codes import Code
 from gitproof.verify.verdicts import Failure
 
 CLOCK_SKEW = timedelta(minutes=5)
+_outcome_of = attrgetter("outcome")
 
 
 class ReceiptCheck:
@@ -72,6 +74,8 @@ class ChecksPassed(ReceiptCheck):
 
     def failure(self, signed: SignedReceipt) -> Failure | None:
         receipt = signed.receipt
+        if not receipt.checks:
+            return None
         xfailed = {t.nodeid for t in receipt.tests if t.outcome == "xfailed"}
         unpassed = [c for c in receipt.check_records if not c.passed and c.test not in xfailed]
         if not unpassed:
@@ -136,10 +140,11 @@ class SkipsAllowed(ReceiptCheck):
     partial: bool  # a shard's receipt: baseline entries outside it are not its business
 
     def failure(self, signed: SignedReceipt) -> Failure | None:
-        outcomes = {t.nodeid: t.outcome for t in signed.receipt.tests}
-        skipped = sorted(n for n, o in outcomes.items() if o == "skipped")
-        if self.allow_skipped:
+        tests = signed.receipt.tests
+        if self.allow_skipped or (self.expected is None and "skipped" not in map(_outcome_of, tests)):
             return None
+        outcomes = {t.nodeid: t.outcome for t in tests}
+        skipped = sorted(n for n, o in outcomes.items() if o == "skipped")
         if self.expected is None:
             if not skipped:
                 return None
@@ -156,8 +161,10 @@ class SkipsAllowed(ReceiptCheck):
         return None
 
     def warning(self, signed: SignedReceipt) -> str | None:
+        if not self.allow_skipped:
+            return None
         skipped = [t.nodeid for t in signed.receipt.tests if t.outcome == "skipped"]
-        if self.allow_skipped and skipped:
+        if skipped:
             return f"accepted {len(skipped)} skipped test(s) because skips are allowed: {listing(skipped)}"
         return None
 

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gitproof.receipt import (
     MAGIC,
+    MAGIC_PREFIX,
+    SIG_BEGIN,
+    SIG_END,
     UNSIGNED_TRAILER,
     SignedReceipt,
     join_note,
@@ -12,6 +17,7 @@ from gitproof.receipt import (
     parse_note,
     raw_entries,
     serialize_payload,
+    split_note,
 )
 from tests.factories import make_receipt
 
@@ -77,3 +83,50 @@ def test_hostile_receipts_are_malformed_entries_not_crashes(hostile):
     text = hostile(serialize_payload(make_receipt()).decode()) + FAKE_SIG
     [entry] = parse_note(text)
     assert entry.signed is None and entry.error.startswith("malformed receipt")
+
+
+def _split_line_by_line(text: str) -> list[tuple[str, str]]:
+    """split_note as it was before it jumped between marked lines: the oracle."""
+    lines = text.splitlines(keepends=True)
+    out, i = [], 0
+    while i < len(lines):
+        if lines[i].strip() == "":
+            i += 1
+            continue
+        if lines[i].rstrip("\n") != MAGIC:
+            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith(MAGIC_PREFIX)), len(lines))
+            out.append(("", "".join(lines[i:end])))
+            i = end
+            continue
+        start = i
+        while i < len(lines) and lines[i].rstrip("\n") not in (SIG_BEGIN, UNSIGNED_TRAILER):
+            if i > start and lines[i].startswith(MAGIC_PREFIX):
+                break
+            i += 1
+        if i < len(lines) and lines[i].rstrip("\n") == UNSIGNED_TRAILER:
+            out.append(("".join(lines[start:i]), lines[i]))
+            i += 1
+            continue
+        if i >= len(lines) or lines[i].rstrip("\n") != SIG_BEGIN:
+            out.append(("".join(lines[start:i]), ""))
+            continue
+        payload_end = i
+        while i < len(lines) and lines[i].rstrip("\n") != SIG_END and not lines[i].startswith(MAGIC_PREFIX):
+            i += 1
+        if i < len(lines) and lines[i].rstrip("\n") == SIG_END:
+            i += 1
+        out.append(("".join(lines[start:payload_end]), "".join(lines[payload_end:i])))
+    return out
+
+
+NOTE_PIECES = st.sampled_from([
+    MAGIC + "\n", "gpu-proof receipt v2\n", SIG_BEGIN + "\n", SIG_END + "\n", UNSIGNED_TRAILER + "\n", "\n", " \t\n",
+    "verdict: passed\n", "test: passed 0.100s t\n", "AAAA\n", SIG_BEGIN, SIG_END + "\r\n", "-----\n", "x\x85y\n",
+    "a\u2028" + SIG_BEGIN + "\n", "\r", "\x0c",
+]) | st.text(max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(NOTE_PIECES, max_size=30).map("".join))
+def test_a_note_splits_as_it_did_line_by_line(text):
+    assert list(split_note(text)) == _split_line_by_line(text)
