@@ -272,7 +272,9 @@ class GpuUseWatcher:
     first. The record is put into ``user_properties`` after the teardown, as
     the only GPU-use record of the test, so it reaches the recorder in the
     teardown report (from an xdist worker too); a rerun of the test (e.g.
-    pytest-rerunfailures) replaces the earlier attempt's record.
+    pytest-rerunfailures) replaces the earlier attempt's record. The teardown
+    always runs after the body, so it takes the body's record out of
+    ``made``, and a rerun starts with none.
     """
 
     def __init__(self, monitor: GpuUseMonitor) -> None:
@@ -281,11 +283,6 @@ class GpuUseWatcher:
 
     def pytest_unconfigure(self) -> None:
         self.monitor.close()  # CUPTI must stop calling back before the interpreter goes
-
-    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, None]:
-        self.made.pop(item.nodeid, None)  # a new run of the test starts
-        yield
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, None]:

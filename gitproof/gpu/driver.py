@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from gitproof.errors import GitproofError
+from gitproof.gpu import loader
 from gitproof.gpu.records import canonical_bus_id
 
 ENV_LIBRARY = "GITPROOF_LIBCUDA"
@@ -190,19 +191,33 @@ class CudaDriver:
 class DriverHandle:
     """The process's libcuda, attached lazily and kept once found.
 
-    Probes share it to turn CUDA ordinals and UUIDs into PCI bus ids.
-    Attaching while the driver is absent is a failed ``dlopen(RTLD_NOLOAD)``,
-    cheap enough to retry at every test: a test may load it at any time.
+    Probes share it to turn CUDA ordinals and UUIDs into PCI bus ids, and ask
+    it at the start and end of every test: a test may load the driver at any
+    time. A miss is remembered with the dynamic linker's count of loaded
+    objects (:mod:`gitproof.gpu.loader`), and the ``dlopen(RTLD_NOLOAD)`` is
+    tried again only once that count moved: nothing can appear in the process
+    without it moving. (So ``$GITPROOF_LIBCUDA`` is read at those tries: a
+    test names its fake before loading it.)
     """
 
-    def __init__(self, attach: Callable[[], CudaDriver | None] = CudaDriver.attach) -> None:
+    def __init__(self, attach: Callable[[], CudaDriver | None] = CudaDriver.attach,
+                 objects_loaded: Callable[[], int | None] | None = None) -> None:
         self._attach = attach
+        self._objects_loaded = objects_loaded or loader.load_counter()
         self._driver: CudaDriver | None = None
+        self._missed: int | None = None  # the load count at the last miss
 
     def get(self) -> CudaDriver | None:
         if self._driver is None:
-            self._driver = self._attach()
+            count = self._objects_loaded()  # read before the attempt: a load after it is seen next time
+            if count is None or count != self._missed:
+                self._driver = self._attach()
+                self._missed = count if self._driver is None else None
         return self._driver
+
+    def absent(self) -> bool:
+        """Known not loaded: the last look missed, and nothing was loaded since."""
+        return self._driver is None and self._missed is not None and self._missed == self._objects_loaded()
 
     def pci_ids(self, ordinals: Iterable[int]) -> tuple[str, ...]:
         """PCI bus ids of these CUDA ordinals, the unknown ones left out."""

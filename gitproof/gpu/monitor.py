@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from gitproof.gpu.findings import Finding, combine
-from gitproof.gpu.probes import Probe, default_probes, short_error
+from gitproof.gpu.probes import Absent, Probe, default_probes, short_error
 from gitproof.gpu.records import GpuUse
 
 # What the plugin uses; default_probes is re-exported so that it needs this module alone.
@@ -56,31 +56,72 @@ class _Failed:
     error: str
 
 
+_NOTHING_WATCHED = ()  # what start() keeps for a test that began with nothing to watch (else a list)
+
+
+def _all_absent_capable(probes: Sequence[Probe]) -> list[Absent] | None:
+    """The probes as :class:`Absent` ones, or None when one of them cannot tell."""
+    if all(hasattr(probe, "absent") for probe in probes):
+        return cast("list[Absent]", list(probes))
+    return None
+
+
 class GpuUseMonitor:
-    """Watches one test at a time in this process (the controller, or an xdist worker)."""
+    """Watches one test at a time in this process (the controller, or an xdist worker).
+
+    A process with nothing to watch (no framework imported, no driver loaded:
+    every probe :class:`~gitproof.gpu.probes.Absent`) gets the same record for
+    every test, so while that holds from a test's start to its end the
+    probes are not asked, and the record is made once. Most sessions of
+    CPU-only tests never ask them.
+    """
 
     def __init__(self, probes: Sequence[Probe] | None = None,
                  corroborate: Callable[[Sequence[str]], str] = nvml_corroboration) -> None:
         self.probes = list(probes) if probes is not None else default_probes()
         self._corroborate = corroborate
-        self._started: dict[str, list[tuple[Probe, Any]]] = {}
+        self._started: dict[str, Sequence[tuple[Probe, Any]]] = {}
+        self._absent: list[Absent] | None = _all_absent_capable(self.probes)
+        self._unwatched: GpuUse | None = None  # the record of a test with nothing to watch
 
     def start(self, nodeid: str) -> None:
         """Snapshot every probe before the test's setup runs."""
         if nodeid in self._started:  # started again without a stop: release its hooks
             self.stop(nodeid)
-        self._started[nodeid] = [(probe, self._begin(probe)) for probe in self.probes]
+        self._started[nodeid] = (_NOTHING_WATCHED if self._nothing_to_watch()
+                                 else [(probe, self._begin(probe)) for probe in self.probes])
 
     def stop(self, nodeid: str) -> GpuUse:
         """What the test did, after its teardown; never raises."""
         started = self._started.pop(nodeid, None)
         if started is None:
             return GpuUse(nodeid, None, None, "GPU use was not watched: the test never started")
+        if started is _NOTHING_WATCHED:
+            if self._nothing_to_watch():
+                return self._unwatched_use(nodeid)
+            started = [(probe, probe.absent_state) for probe in self._absent or ()]
         findings = [f for probe, state in started if (f := self._end(probe, state)) is not None]
         use = combine(nodeid, findings)
         if use.used:
             use = replace(use, nvml=self._nvml(use.devices))
         return use
+
+    def _nothing_to_watch(self) -> bool:
+        if self._absent is None:
+            return False
+        try:
+            return all(probe.absent() for probe in self._absent)
+        except Exception:  # then the probes are asked, and say what failed
+            return False
+
+    def _unwatched_use(self, nodeid: str) -> GpuUse:
+        """What the probes' ``end`` would say of a test with nothing to watch (made once)."""
+        if self._unwatched is None:
+            assert self._absent is not None
+            self._unwatched = combine(nodeid, [f for probe in self._absent if (f := probe.absent_finding)])
+        known = self._unwatched
+        return GpuUse(nodeid, known.used, known.method, known.evidence, list(known.devices), known.nvml,
+                      known.kernels)
 
     @staticmethod
     def _begin(probe: Probe) -> Any:

@@ -66,10 +66,25 @@ class Probe(Protocol):
         """What the test did, from ``state``; None when the probe does not apply."""
 
 
+class Absent(Probe, Protocol):
+    """A probe that can tell, cheaper than ``begin`` and ``end``, that what it watches is
+    not in the process at all. While that holds, ``begin()`` gives ``absent_state`` and
+    ``end(absent_state)`` gives ``absent_finding``, so the monitor need not ask it."""
+
+    absent_state: Any
+    absent_finding: Finding | None
+
+    def absent(self) -> bool:
+        """Nothing this probe watches is in the process now (never raises)."""
+
+
 @dataclass(frozen=True)
 class _TorchState:
     initialized: bool
     counts: dict[int, int | None] = field(default_factory=dict)
+
+
+_TORCH_NOT_INITIALIZED = _TorchState(False)  # shared: the state of most tests, never changed
 
 
 class TorchProbe:
@@ -83,9 +98,13 @@ class TorchProbe:
 
     name = "torch"
     framework = True
+    absent_state, absent_finding = _TORCH_NOT_INITIALIZED, None
 
     def __init__(self, driver: DriverHandle) -> None:
         self.driver = driver
+
+    def absent(self) -> bool:
+        return "torch" not in sys.modules
 
     @staticmethod
     def _cuda() -> Any:
@@ -104,7 +123,7 @@ class TorchProbe:
     def begin(self) -> _TorchState | None:
         cuda = self._cuda()
         if cuda is None or not cuda.is_initialized():
-            return _TorchState(False)
+            return _TORCH_NOT_INITIALIZED
         return _TorchState(True, self._counts(cuda))
 
     def end(self, state: _TorchState) -> Finding | None:
@@ -169,10 +188,14 @@ class CupyProbe:
 
     name = "cupy"
     framework = True
+    absent_state, absent_finding = None, None
 
     def __init__(self, driver: DriverHandle) -> None:
         self.driver = driver
         self._classes: dict[type, type] = {}
+
+    def absent(self) -> bool:
+        return "cupy" not in sys.modules
 
     def begin(self) -> Any:
         if "cupy" not in sys.modules:
@@ -205,6 +228,13 @@ class _DriverState:
     current: bool = False                 # the test thread has a current context
 
 
+# Made once: most tests of a session end in one of these, and each test asks twice.
+_NOT_LOADED, _NOT_INITIALIZED = _DriverState(False), _DriverState(True)
+_NEVER_LOADED = Finding(False, METHOD_NOT_LOADED, "libcuda was never loaded by the test process")
+_NEVER_INITIALIZED = Finding(False, METHOD_NOT_INITIALIZED,
+                             "libcuda is loaded but CUDA was never initialised (no cuInit)")
+
+
 class DriverProbe:
     """libcuda itself: the last word for any framework, or none.
 
@@ -217,9 +247,13 @@ class DriverProbe:
 
     name = "cuda-driver"
     framework = False
+    absent_state, absent_finding = _NOT_LOADED, _NEVER_LOADED
 
     def __init__(self, driver: DriverHandle) -> None:
         self.driver = driver
+
+    def absent(self) -> bool:
+        return self.driver.absent()
 
     def begin(self) -> _DriverState:
         return self._state()
@@ -227,19 +261,18 @@ class DriverProbe:
     def _state(self) -> _DriverState:
         driver = self.driver.get()
         if driver is None:
-            return _DriverState(False)
+            return _NOT_LOADED
         if not driver.initialized():
-            return _DriverState(True)
+            return _NOT_INITIALIZED
         active = frozenset(o for o in range(driver.device_count()) if driver.primary_context_active(o))
         return _DriverState(True, True, active, driver.has_current_context())
 
     def end(self, before: _DriverState) -> Finding:
         after = self._state()
         if not after.loaded:
-            return Finding(False, METHOD_NOT_LOADED, "libcuda was never loaded by the test process")
+            return _NEVER_LOADED
         if not after.initialized:
-            return Finding(False, METHOD_NOT_INITIALIZED,
-                           "libcuda is loaded but CUDA was never initialised (no cuInit)")
+            return _NEVER_INITIALIZED
         new = sorted(after.active - before.active)
         if new:
             where = ", ".join(f"cuda:{o}" for o in new)
@@ -352,6 +385,10 @@ class UncountedProbe:
 
     name = "uncounted"
     framework = False
+    absent_state, absent_finding = None, None
+
+    def absent(self) -> bool:
+        return sys.modules.keys().isdisjoint(UNCOUNTED_LIBRARIES)
 
     def begin(self) -> None:
         return None

@@ -314,6 +314,16 @@ class GpuUse:
     nvml: str | None = None   # one of NVML_ANSWERS; None: not asked (used is not True)
     kernels: KernelTotals | None = None  # the kernels probe's totals; None: not traced
 
+    def __init__(self, test: str, used: bool | None, method: str | None, evidence: str,
+                 devices: list[str] | None = None, nvml: str | None = None,
+                 kernels: KernelTotals | None = None) -> None:
+        # Written out: the generated __init__ of a frozen dataclass sets each field through
+        # object.__setattr__, and the plugin makes one of these for every test it watches.
+        fields = self.__dict__
+        fields["test"], fields["used"], fields["method"], fields["evidence"] = test, used, method, evidence
+        fields["devices"] = [] if devices is None else devices
+        fields["nvml"], fields["kernels"] = nvml, kernels
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"test": self.test, "used": self.used, "method": self.method,
                                 "evidence": self.evidence, "devices": list(self.devices),

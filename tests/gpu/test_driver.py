@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from gitproof.gpu.driver import (CUDA_ERROR_NOT_INITIALIZED, DEFAULT_LIBRARY, ENV_LIBRARY, CudaDevice,
-                                 CudaDriver, CudaError, format_uuid)
+                                 CudaDriver, CudaError, DriverHandle, format_uuid)
 from tests.libcuda_fake import FAKE_SOURCE, PCI_0, PCI_1, UUID_0, UUID_1, loaded, retain_primary
 
 CUDA_ERROR_DEINITIALIZED = 4
@@ -117,3 +117,54 @@ def test_an_unexpected_error_is_raised_not_read_as_not_initialised(libcuda):
 def test_uuid_bytes_are_spelled_as_nvml_does():
     raw = bytes.fromhex("5f3a9c0e12ab4cd0ef0123456789abcd")
     assert format_uuid(raw) == "GPU-5f3a9c0e-12ab-4cd0-ef01-23456789abcd"
+
+
+# -- DriverHandle: a miss is asked again only once the dynamic linker loaded something ------------
+
+class Linker:
+    """A stand-in for the dynamic linker's load count, and the attempts to attach."""
+
+    def __init__(self, count: int | None = 7) -> None:
+        self.count = count
+        self.attempts = 0
+
+    def objects_loaded(self) -> int | None:
+        return self.count
+
+    def attach(self) -> None:
+        self.attempts += 1
+
+
+def test_a_miss_is_not_asked_again_while_nothing_was_loaded():
+    linker = Linker()
+    handle = DriverHandle(linker.attach, linker.objects_loaded)
+    assert [handle.get() for _ in range(3)] == [None, None, None]
+    assert linker.attempts == 1
+    linker.count += 1  # a test loaded some library
+    assert handle.get() is None and linker.attempts == 2
+
+
+def test_known_absent_only_after_a_miss_with_nothing_loaded_since():
+    linker = Linker()
+    handle = DriverHandle(linker.attach, linker.objects_loaded)
+    assert not handle.absent()  # never looked
+    handle.get()
+    assert handle.absent() and linker.attempts == 1  # telling costs no look
+    linker.count += 1
+    assert not handle.absent()
+
+
+def test_without_a_load_count_every_look_asks_the_linker():
+    linker = Linker(count=None)  # no dl_iterate_phdr here
+    handle = DriverHandle(linker.attach, linker.objects_loaded)
+    handle.get(), handle.get()
+    assert linker.attempts == 2 and not handle.absent()
+
+
+def test_a_driver_loaded_after_a_miss_is_found(libcuda_path):
+    handle = DriverHandle()
+    assert handle.get() is None and handle.get() is None
+    ctypes.CDLL(str(libcuda_path), mode=os.RTLD_GLOBAL)
+    driver = handle.get()
+    assert driver is not None and driver.name == str(libcuda_path)
+    assert handle.get() is driver  # kept once found

@@ -11,7 +11,8 @@ import pytest
 from gitproof.gpu import nvml
 from gitproof.gpu.cupti import TRACED_KINDS
 from gitproof.gpu.driver import DriverHandle
-from gitproof.gpu.monitor import GpuUseMonitor, nvml_corroboration, summarize
+from gitproof.gpu.findings import Finding
+from gitproof.gpu.monitor import GpuUseMonitor, default_probes, nvml_corroboration, summarize
 from gitproof.gpu.probes import DriverProbe, KernelProbe
 from gitproof.gpu.records import METHOD_NOT_LOADED
 from tests.gpu.watching import TEST, UNUSED_NVML, nothing, watch
@@ -79,6 +80,73 @@ def test_the_monitor_closes_the_tracer(libcupti):
     assert monitor.stop(TEST).kernels.launches == 1
     monitor.close()
     assert not any(libcupti.fake_cupti_enabled(kind) for kind in TRACED_KINDS)
+
+
+# -- a process with nothing to watch ----------------------------------------------------------
+
+class Counting:
+    """A probe that can say it has nothing to watch, and counts how often it is asked."""
+
+    name, framework = "counting", False
+    absent_state, absent_finding = "absent", Finding(False, "counting.none", "nothing to count")
+
+    def __init__(self) -> None:
+        self.is_absent = True
+        self.asked: list[object] = []
+
+    def absent(self) -> bool:
+        return self.is_absent
+
+    def begin(self) -> str:
+        self.asked.append("begin")
+        return "present"
+
+    def end(self, state: str) -> Finding:
+        self.asked.append(("end", state))
+        return Finding(None, None, f"ended from {state}")
+
+
+def test_probes_with_nothing_to_watch_are_not_asked():
+    probe = Counting()
+    monitor = GpuUseMonitor([probe], corroborate=lambda devices: UNUSED_NVML)
+    uses = [watch(nothing, monitor, nodeid=f"t.py::test_{n}") for n in range(3)]
+    assert probe.asked == []
+    assert [(u.test, u.used, u.method, u.evidence) for u in uses] == [
+        (f"t.py::test_{n}", False, "counting.none", "nothing to count") for n in range(3)]
+
+
+def test_a_test_that_brings_something_to_watch_is_judged_from_the_absent_state():
+    probe = Counting()
+
+    def body() -> None:
+        probe.is_absent = False  # e.g. the test imported torch
+    use = watch(body, GpuUseMonitor([probe], corroborate=lambda devices: UNUSED_NVML))
+    assert probe.asked == [("end", "absent")]
+    assert use.evidence == "ended from absent"
+
+
+def test_probes_are_asked_when_one_of_them_cannot_tell():
+    probe = Counting()
+    watch(nothing, GpuUseMonitor([probe, Exploding("end")], corroborate=lambda devices: UNUSED_NVML))
+    assert probe.asked == ["begin", ("end", "present")]
+
+
+def test_probes_are_asked_when_telling_fails():
+    probe = Counting()
+
+    def broken() -> bool:
+        raise RuntimeError("boom")
+    probe.absent = broken
+    watch(nothing, GpuUseMonitor([probe], corroborate=lambda devices: UNUSED_NVML))
+    assert probe.asked == ["begin", ("end", "present")]
+
+
+def test_each_default_probe_with_nothing_to_watch_says_what_begin_and_end_would():
+    for probe in default_probes(DriverHandle()):
+        probe.begin()  # the driver probe's first look, which finds no libcuda here
+        assert probe.absent(), probe.name
+        assert probe.begin() == probe.absent_state, probe.name
+        assert probe.end(probe.absent_state) == probe.absent_finding, probe.name
 
 
 # -- NVML corroboration ------------------------------------------------------------------------

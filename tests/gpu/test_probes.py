@@ -169,6 +169,18 @@ def test_driver_loaded_during_the_test_but_never_initialised_is_not_use(libcuda_
     assert use.evidence == "libcuda is loaded but CUDA was never initialised (no cuInit)"
 
 
+def test_a_test_that_starts_cuda_after_tests_without_it_is_seen(libcuda_path):
+    monitor = GpuUseMonitor(corroborate=lambda devices: UNUSED_NVML)
+    assert [watch(nothing, monitor).method for _ in range(3)] == [METHOD_NOT_LOADED] * 3
+
+    def body():
+        lib = ctypes.CDLL(str(libcuda_path), mode=os.RTLD_GLOBAL)
+        lib.cuInit(0)
+        retain_primary(lib, 1)
+    use = watch(body, monitor)
+    assert (use.used, use.method, use.devices) == (True, METHOD_CONTEXT, [PCI_1])
+
+
 def test_a_primary_context_made_during_the_test_is_use_on_its_device(libcuda):
     def body():
         libcuda.cuInit(0)

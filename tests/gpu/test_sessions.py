@@ -159,6 +159,30 @@ def test_raw_driver_use_in_a_real_session(cli_project, built_libcuda, tmp_path):
 
 
 
+CPU_TESTS = """
+import pytest
+
+
+@pytest.mark.gpu_proof
+@pytest.mark.parametrize("n", range(3))
+def test_cpu(n):
+    assert n + 1 > n
+"""
+
+
+def test_the_driver_loaded_after_many_tests_without_it_is_seen(cli_project, built_libcuda, tmp_path):
+    """The driver probe asks the dynamic linker for libcuda again only once it loaded something:
+    the test that loads it after tests that did not is still seen."""
+    write_files(cli_project, {"tests/test_kernels.py": CPU_TESTS, "tests/test_raw.py": DRIVER_TESTS})
+    commit_all(cli_project, "CPU tests, then driver tests")
+    run = run_session(cli_project, env={ENV_LIBRARY: str(fresh_copy(built_libcuda, tmp_path))})
+    assert run.returncode == 0, run.stdout + run.stderr
+    uses = gpu_uses(cli_project)
+    assert [uses[f"tests/test_kernels.py::test_cpu[{n}]"]["method"] for n in range(3)] == [METHOD_NOT_LOADED] * 3
+    raw = uses["tests/test_raw.py::test_raw_cuda"]
+    assert (raw["used"], raw["method"], raw["devices"]) == (True, METHOD_CONTEXT, [PCI_1])
+
+
 def test_require_gpu_use_catches_the_cpu_fallback_of_a_recorded_run(torch_project):
     run = run_session(torch_project)
     assert run.returncode == 0, run.stdout + run.stderr
