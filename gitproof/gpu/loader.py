@@ -10,7 +10,7 @@ glibc and musl count every object it adds to the process: ``dlpi_adds`` of
 library missing at the last look is still missing.
 
 Reading the count is a ``dl_iterate_phdr`` call stopped at the first object,
-under a microsecond. Its callback runs while the linker holds its lock, so
+about a microsecond. Its callback runs while the linker holds its lock, so
 it must not run Python bytecode: the interpreter may switch threads there,
 and a thread that imports an extension module (``dlopen`` with the GIL held)
 would then wait for the lock while we wait for the GIL; and a Ctrl-C handled
@@ -19,8 +19,9 @@ itself, bound with :class:`ctypes.PyDLL` (the GIL stays held throughout):
 it copies the ``dl_phdr_info`` record into a buffer we read afterwards.
 Called as ``memmove(buffer, info, size, data)``, the fourth argument is
 ignored by the C calling convention, and its return value, the buffer's
-address, is non-zero, which stops the iteration after the first object (the
-count is the same in every record).
+address read as an ``int``, is non-zero, which stops the iteration after the
+first object (were it zero, the walk would go on to the same answer: every
+record carries the same count).
 """
 from __future__ import annotations
 
