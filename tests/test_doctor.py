@@ -86,27 +86,17 @@ def test_doctor_notices_problems_after_install(configured):
     assert status["notes.gpu-proof.mergeStrategy"] == FAIL
 
 
-def test_doctor_warns_about_an_older_installs_rewrite_ref(configured):
-    git(configured, "config", "--add", "notes.rewriteRef", NOTES_REF)
+@pytest.mark.parametrize("key,says", [("notes.rewriteRef", "races"), ("notes.displayRef", "every receipt")])
+def test_doctor_warns_about_what_an_older_install_set(configured, key, says):
+    git(configured, "config", "--add", key, NOTES_REF)
     data = json.loads(gp(configured, "doctor", "--json").stdout)
-    [check] = [c for c in data["checks"] if c["name"] == "notes.rewriteRef"]
-    assert check["status"] == "warn" and "races" in check["message"]
+    [check] = [c for c in data["checks"] if c["name"] == key]
+    assert check["status"] == "warn" and says in check["message"]
     assert check["fix"] == "git gpu-proof install"
     assert gp(configured, "install").returncode == 0
-    assert git(configured, "config", "--get-all", "notes.rewriteRef", check=False) == ""
+    assert git(configured, "config", "--get-all", key, check=False) == ""
     data = json.loads(gp(configured, "doctor", "--json").stdout)
-    assert [c["status"] for c in data["checks"] if c["name"] == "notes.rewriteRef"] == ["ok"]
-
-
-def test_doctor_warns_about_an_older_installs_display_ref(configured):
-    git(configured, "config", "--add", "notes.displayRef", NOTES_REF)
-    data = json.loads(gp(configured, "doctor", "--json").stdout)
-    [check] = [c for c in data["checks"] if c["name"] == "notes.displayRef"]
-    assert check["status"] == "warn" and "every receipt" in check["message"]
-    assert check["fix"] == "git gpu-proof install"
-    assert gp(configured, "install").returncode == 0
-    data = json.loads(gp(configured, "doctor", "--json").stdout)
-    assert [c["status"] for c in data["checks"] if c["name"] == "notes.displayRef"] == ["ok"]
+    assert [c["status"] for c in data["checks"] if c["name"] == key] == ["ok"]
 
 
 def test_doctor_without_the_command_on_path(configured):
