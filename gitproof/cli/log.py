@@ -39,7 +39,8 @@ def command(
                                     "The age rule (max_age_days) does not apply."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (see docs/cli.md)."),
 ) -> None:
-    """One line per commit: validated, unchanged since a validated ancestor, or unvalidated."""
+    """One line per commit: validated, unchanged (a valid receipt for the same GPU code on another
+    commit: an ancestor, or the commit a squash, rebase or cherry-pick came from), or unvalidated."""
     if max_count < 1:
         fail("--max-count must be at least 1")
     repo = open_repo()
