@@ -138,8 +138,9 @@ def build(root: Path, commits: int, every: int, tests: int, src_files: int) -> d
     for i in range(max(1, src_files // 4)):
         writer.put(f"tests/gpu/test_k{i}.py", f"def test_{i}():\n    assert True\n".encode())
 
-    # Commits an hour ago, receipts just after them: fresh for max_age_days, never before their commit.
-    base = datetime.now(timezone.utc) - timedelta(hours=2)
+    # Commits one second apart, ending an hour ago; each receipt a minute after its commit:
+    # fresh for max_age_days, never before their commit.
+    base = datetime.now(timezone.utc) - timedelta(hours=1, seconds=commits)
     parents: list[pygit2.Oid] = []
     to_sign: list[pygit2.Commit] = []
     changes = b""
@@ -162,9 +163,9 @@ def build(root: Path, commits: int, every: int, tests: int, src_files: int) -> d
     t_objects = time.perf_counter()
 
     notes = NotesStore(repo)
-    for i, commit in enumerate(to_sign):
+    for commit in to_sign:
         receipt = make_receipt(commit, commit_trees(repo, commit, PATHS), fingerprint, tests,
-                               base + timedelta(hours=1, seconds=i))
+                               datetime.fromtimestamp(commit.commit_time, timezone.utc) + timedelta(minutes=1))
         payload = serialize_payload(receipt)
         armored = run(["ssh-keygen", "-Y", "sign", "-q", "-f", str(key), "-n", NAMESPACE], payload).decode()
         notes.add(str(commit.id), SignedReceipt(receipt, payload, armored))

@@ -241,7 +241,7 @@ def test_shell_completion_script_and_answers(tmp_path):
         return done.stdout.split()
 
     assert complete("git-gpu-proof ver") == ["verify"]
-    assert complete("git-gpu-proof hook pre") == ["pre-push"]  # the hook's fast path stays out of the way
+    assert complete("git-gpu-proof hook pre-p") == ["pre-push"]  # the hook's fast path stays out of the way
     assert "--no-policy-check" in complete("git-gpu-proof run --no")
 
 

@@ -5,7 +5,7 @@ import json
 
 from gitproof.cli.common import short, styled
 from gitproof.gpu import milliseconds as _milliseconds
-from gitproof.receipt import CheckRecord, Receipt, TestResult
+from gitproof.receipt import CheckRecord, Receipt, SignedReceipt, TestResult
 from gitproof.text import printable, terminal_safe
 from gitproof.verify import ELSEWHERE, UNCHANGED, VALIDATED, CommitVerdict, ReceiptVerdict
 
@@ -132,6 +132,16 @@ def receipt_brief(receipt: Receipt) -> str:
     return f"{printable(receipt.signer)} on {gpu_text(receipt)}, {when}, {receipt.mode}"
 
 
+_briefs: dict[str, str] = {}
+
+
+def _brief(signed: SignedReceipt) -> str:
+    """``receipt_brief``, once per receipt: a long log shows one receipt on many lines."""
+    if signed.identity not in _briefs:
+        _briefs[signed.identity] = receipt_brief(signed.receipt)
+    return _briefs[signed.identity]
+
+
 def found_on(verdict: CommitVerdict) -> str:
     """Where the receipt behind an ``unchanged`` verdict was made, in words."""
     holder = short(verdict.receipt.note_commit) if verdict.receipt else "?"
@@ -158,7 +168,7 @@ def commit_line(verdict: CommitVerdict, subject: str = "") -> str:
         if not verdict.ok:
             detail += "; " + "; ".join(r.message for r in verdict.reasons)
     elif verdict.ok and verdict.receipt and verdict.receipt.signed:
-        detail = receipt_brief(verdict.receipt.signed.receipt)
+        detail = _brief(verdict.receipt.signed)
         if verdict.state == UNCHANGED:
             detail = f"{found_on(verdict)}: {detail}"
     else:

@@ -59,8 +59,9 @@ def command(
     if as_json:
         emit_json({"commits": [commit_record(c, v) for c, v in zip(commits, verdicts, strict=True)]})
         return
-    for commit, verdict in zip(commits, verdicts, strict=True):
-        typer.echo(commit_line(verdict, subject(commit)))
+    lines = [commit_line(verdict, subject(commit)) for commit, verdict in zip(commits, verdicts, strict=True)]
+    if lines:
+        typer.echo("\n".join(lines))  # one write: a long log pays per call, not per line
 
 
 def _show_audit(audited: list[Audited], as_json: bool) -> None:

@@ -18,29 +18,24 @@ if TYPE_CHECKING:
 COMPLETION_NAME = "git-gpu-proof"  # what a shell completes: the executable, not `git gpu-proof`
 COMPLETION_VARIABLE = "_GIT_GPU_PROOF_COMPLETE"
 
+# gitproof.cli modules, in the order `--help` lists their commands
+COMMAND_MODULES = ("run", "verify", "plan", "show", "log", "export", "status", "push", "fetch", "install",
+                   "doctor", "hook", "demo", "signers", "migrate")
+_MODULE_OF = {"uninstall": "install"}  # commands registered by a module of another name
 
-def build_app() -> typer.Typer:
-    """The typer application with every command registered."""
+
+def build_app(command: str | None = None) -> typer.Typer:
+    """The typer application with every command registered, or only ``command``'s.
+
+    One process runs one command, so ``main`` registers just that one: importing
+    every command module (pytest for ``run``, http for ``signers``) would cost a
+    quick ``status`` more than its own work. ``--help`` and completion get all.
+    """
+    import importlib
+
     import typer
 
     from gitproof import __version__
-    from gitproof.cli import (
-        demo,
-        doctor,
-        export,
-        fetch,
-        hook,
-        install,
-        log,
-        migrate,
-        plan,
-        push,
-        run,
-        show,
-        signers,
-        status,
-        verify,
-    )
 
     app = typer.Typer(
         name="git gpu-proof",
@@ -52,9 +47,9 @@ def build_app() -> typer.Typer:
         rich_markup_mode=None,  # help texts mention [tool.gpu_proof]; it is not markup
         context_settings=_context_settings(),
     )
-    for module in (run, verify, plan, show, log, export, status, push, fetch, install, doctor, hook, demo,
-                   signers, migrate):
-        module.register(app)
+    names = COMMAND_MODULES if command is None else (_MODULE_OF.get(command, command),)
+    for name in names:
+        importlib.import_module(f"gitproof.cli.{name}").register(app)
     _plain_help(app)
 
     def show_version(value: bool) -> None:
@@ -103,4 +98,18 @@ def main() -> None:
         code = fast_main(sys.argv[2:])
         if code is not None:
             sys.exit(code)
-    build_app()(prog_name=_program_name(sys.argv[1:]), complete_var=COMPLETION_VARIABLE)
+    build_app(_command_named(sys.argv[1:]))(prog_name=_program_name(sys.argv[1:]),
+                                            complete_var=COMPLETION_VARIABLE)
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The command ``argv`` runs, when it names a known one and no completion is asked for.
+
+    The root takes no option with a value, so the first word not starting with ``-``
+    is the command.
+    """
+    if os.environ.get(COMPLETION_VARIABLE):
+        return None
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    known = word in COMMAND_MODULES or word in _MODULE_OF
+    return word if known else None

@@ -45,6 +45,7 @@ _KEY_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _HEX40_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _ESCAPE_RE = re.compile(r"%[0-9A-F]{2}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_WRITTEN_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{6})Z")
 # The bytes of the control characters but LF: no other UTF-8 sequence holds one.
 _CONTROL_BUT_LF = bytes([*range(0x0a), *range(0x0b, 0x20), 0x7f])
 _NOT_CANONICAL = "receipt is not in canonical form (field order or formatting)"
@@ -140,7 +141,11 @@ class _HeaderParser:
 
 
 def _parse_time(text: str) -> datetime:
+    written = _WRITTEN_TIME.fullmatch(text)  # how this version writes it; strptime decides the rest
     try:
+        if written:
+            year, month, day, hour, minute, second, micro = map(int, written.groups())
+            return datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone.utc)
         return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError as exc:
         raise ReceiptFormatError(f"bad timestamp {text!r}") from exc

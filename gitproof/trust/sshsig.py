@@ -42,6 +42,7 @@ _EC_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {"secp256r1": hashes
                                                               "secp384r1": hashes.SHA384,
                                                               "secp521r1": hashes.SHA512}
 BAD_SIGNATURE = "bad signature: payload or signature was modified"
+_DROP_C_SPACE = str.maketrans("", "", C_SPACE)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _dearmor(text: str) -> bytes:
         raise SignatureError("unexpected text after the END SSH SIGNATURE line")
     # Only what OpenSSH's base64 decoder skips (C's isspace); Python's str.split() would also
     # drop \x1c-\x1f, NBSP, U+3000 and more, which ssh-keygen rejects.
-    compact = "".join(c for c in body if c not in C_SPACE)
+    compact = body.translate(_DROP_C_SPACE)
     try:
         blob = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):

@@ -41,6 +41,8 @@ MAX_HOLDERS = 128
 MAX_PER_HOLDER = 16
 MAX_REASONS = 20
 
+TreesKey = tuple[tuple[str, str], ...]  # a code state as a dictionary key: sorted (path, tree id)
+
 
 def effective_policy(repo: pygit2.Repository, trust_ref: str | None, policy_file: Path | None,
                      flags: dict[str, Any]) -> Policy:
@@ -79,7 +81,11 @@ class Verifier:
         self.all_paths = sorted({p for scope in self.scopes for p in scope.paths})
         self._memo: dict[tuple[str, str | None], CommitVerdict] = {}
         self._not_examined: dict[tuple[str, str | None], int] = {}
-        self._judgements: dict[tuple[str, str | None, tuple[tuple[str, str], ...]], ReceiptVerdict] = {}
+        self._judgements: dict[tuple[str, str | None, TreesKey], ReceiptVerdict] = {}
+        # Per code state, while the notes tip stays: a long log meets each code state many times.
+        self._notes_tip: pygit2.Oid | None = None
+        self._holders: dict[tuple[str | None, TreesKey], list[str]] = {}
+        self._claiming: dict[tuple[str, str | None, TreesKey], list[ReceiptVerdict]] = {}
         self.tree_index = TreeIndex(self.notes, [(scope.shard, scope.paths) for scope in self.scopes])
 
     def trees_of(self, commit: pygit2.Commit, scope: Scope | None = None) -> Trees:
@@ -160,6 +166,9 @@ class Verifier:
         """The best valid receipt for the commit's trees: on the commit itself, then on an
         ancestor, then anywhere else in the notes (a squash, rebase or cherry-pick)."""
         trees = self.trees_of(commit, scope)
+        inherited = self._inherited(commit, scope, trees)
+        if inherited is not None:
+            return inherited
         candidates = self.candidates(commit, scope, trees)
         valid = [v for v in candidates if v.ok]
         if valid:
@@ -171,19 +180,54 @@ class Verifier:
             reasons = [self._history_reason(commit, trees, scope)]
         return CommitVerdict(str(commit.id), UNVALIDATED, trees, None, reasons)
 
+    def _inherited(self, commit: pygit2.Commit, scope: Scope, trees: Trees) -> CommitVerdict | None:
+        """A parent's valid receipt, already found, for a commit with no note of its own and the
+        parent's code: the common case of a long log judged oldest first, at the cost of a lookup.
+        The parent's receipt sits on the parent or an ancestor, so on an ancestor of this commit."""
+        if self.notes.blob_id(str(commit.id)) is not None:
+            return None
+        for parent_id in commit.parent_ids:
+            known = self._memo.get((str(parent_id), scope.shard))
+            if (known is not None and known.ok and known.receipt is not None and known.trees == trees
+                    and known.relation in (SELF, ANCESTOR)):
+                return CommitVerdict(str(commit.id), UNCHANGED, trees, known.receipt, relation=ANCESTOR)
+        return None
+
     def candidates(self, commit: pygit2.Commit, scope: Scope, trees: Trees | None = None) -> list[ReceiptVerdict]:
         """Every receipt that could validate the commit for this scope, each judged: the receipts on
         the commit itself (whatever trees they claim), and those anywhere in the notes that claim
         the commit's trees (found through the tree index, then read and judged in full)."""
         trees = self.trees_of(commit, scope) if trees is None else trees
         own = str(commit.id)
-        verdicts = self._scoped_receipts(own, trees, scope, claiming_only=False)
-        holders = [h for h in self.tree_index.holders(scope.shard, scope.paths, trees) if h != own]
-        holders.sort(key=lambda holder: holder not in self.repo)  # commits this clone has come first
+        state = _trees_key(trees)
+        self._forget_if_notes_moved()
+        verdicts = self._scoped_receipts(own, trees, scope, claiming_only=False, state=state)
+        holders = [h for h in self._holders_of(scope, trees, state) if h != own]
         for holder in holders[:MAX_HOLDERS]:
-            verdicts += self._scoped_receipts(holder, trees, scope, claiming_only=True)
+            key = (holder, scope.shard, state)
+            if key not in self._claiming:
+                self._claiming[key] = self._scoped_receipts(holder, trees, scope, claiming_only=True,
+                                                            state=state)
+            verdicts += self._claiming[key]
         self._not_examined[(own, scope.shard)] = max(0, len(holders) - MAX_HOLDERS)
         return verdicts
+
+    def _holders_of(self, scope: Scope, trees: Trees, state: TreesKey) -> list[str]:
+        """The index's holders for this code state, commits this clone has first."""
+        key = (scope.shard, state)
+        if key not in self._holders:
+            holders = self.tree_index.holders(scope.shard, scope.paths, trees)
+            holders.sort(key=lambda holder: holder not in self.repo)
+            self._holders[key] = holders
+        return self._holders[key]
+
+    def _forget_if_notes_moved(self) -> None:
+        tip = self.notes.tip()
+        tip_id = tip.id if tip is not None else None
+        if tip_id != self._notes_tip:
+            self._notes_tip = tip_id
+            self._holders.clear()
+            self._claiming.clear()
 
     def _nearest(self, commit: pygit2.Commit, valid: list[ReceiptVerdict]) -> tuple[ReceiptVerdict, str]:
         """The commit's own receipt, else an ancestor's, else the newest; each with its relation."""
@@ -221,7 +265,8 @@ class Verifier:
         except (KeyError, ValueError, pygit2.GitError):
             return False  # the note sits on a commit this clone does not have
 
-    def _scoped_receipts(self, holder: str, trees: Trees, scope: Scope, claiming_only: bool) -> list[ReceiptVerdict]:
+    def _scoped_receipts(self, holder: str, trees: Trees, scope: Scope, claiming_only: bool,
+                         state: TreesKey | None = None) -> list[ReceiptVerdict]:
         """The receipts in one commit's note for this scope, judged; ``claiming_only``: just those
         that claim these trees (a note found through the index may hold receipts for other code)."""
         verdicts: list[ReceiptVerdict] = []
@@ -237,13 +282,14 @@ class Verifier:
             elif entry.signed.receipt.shard != scope.shard:
                 continue
             elif not claiming_only or _claims(entry.signed, scope, trees):
-                verdicts.append(self._judged(entry.signed, trees, holder, scope))
+                verdicts.append(self._judged(entry.signed, trees, holder, scope, state))
         return verdicts
 
-    def _judged(self, signed: SignedReceipt, trees: Trees, holder: str, scope: Scope) -> ReceiptVerdict:
+    def _judged(self, signed: SignedReceipt, trees: Trees, holder: str, scope: Scope,
+                state: TreesKey | None = None) -> ReceiptVerdict:
         """``judge``, once per receipt, scope and code state: a receipt found for many commits
         with the same trees (a long log) has its signature checked once."""
-        key = (signed.identity, scope.shard, tuple(sorted((p, t or "") for p, t in trees.items())))
+        key = (signed.identity, scope.shard, _trees_key(trees) if state is None else state)
         if key not in self._judgements:
             self._judgements[key] = self.judge(signed, trees, holder, scope)
         verdict = self._judgements[key]
@@ -277,6 +323,10 @@ class Verifier:
         return (" (this clone is shallow: receipts are still found by their trees, but the last validated "
                 "commit before this one may be missing, so what changed since cannot be said; "
                 "for that, fetch the full history: git fetch --unshallow)")
+
+
+def _trees_key(trees: Trees) -> TreesKey:
+    return tuple(sorted((p, t or "") for p, t in trees.items()))
 
 
 def _scopes(policy: Policy) -> list[Scope]:

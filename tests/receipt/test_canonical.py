@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -225,3 +226,32 @@ def test_plain_records_share_no_list():
     value = '{"test": "t", "used": true, "method": null, "evidence": "", "devices": ["0"], "nvml": null}'
     first, second = parse._plain_uses(canonical.USE_LINES.findall(f"gpu-use: {value}\n" * 2))
     assert first == second == json.loads(value) and first["devices"] is not second["devices"]
+
+
+def _strptime_or_error(text: str) -> Any:
+    from datetime import datetime, timezone
+
+    from gitproof.receipt.model import TIME_FORMAT
+    try:
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return ReceiptFormatError
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1)))  # strftime writes year 999 as "999"
+def test_a_written_time_reads_back_as_strptime_reads_it(moment):
+    from datetime import timezone
+
+    from gitproof.receipt.model import format_time
+    text = format_time(moment.replace(tzinfo=timezone.utc))
+    assert parse._parse_time(text) == _strptime_or_error(text)
+
+
+@given(st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{1,7}Z", fullmatch=True))
+def test_time_text_is_accepted_exactly_when_strptime_accepts_it(text):
+    expected = _strptime_or_error(text)
+    if expected is ReceiptFormatError:
+        with pytest.raises(ReceiptFormatError, match="bad timestamp"):
+            parse._parse_time(text)
+    else:
+        assert parse._parse_time(text) == expected
