@@ -177,7 +177,8 @@ def _refuse_hidden_changes(repo: pygit2.Repository, paths: list[str]) -> None:
     pygit2's IndexEntry does not expose the index flags, so they are read
     through pygit2's own libgit2 bindings.
     """
-    hidden, submodules = [], []
+    hidden: list[str] = []
+    submodules: list[str] = []
     index = repo.index
     get, gitlink = pygit2.C.git_index_get_byindex, int(pygit2.enums.FileMode.COMMIT)
     for position in range(pygit2.C.git_index_entrycount(index._index)):
