@@ -1,12 +1,13 @@
 """``git gpu-proof verify``: exit 0 only when every revision has a valid receipt."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
-from gitproof.cli.common import (EXIT_OK, EXIT_UNVALIDATED, emit_json, errors_as_exit,
+from gitproof.cli.common import (EXIT_OK, EXIT_UNVALIDATED, emit_json, errors_as_exit, fail,
                                  open_repo, resolve_commit, trusted_commit, warn_about_trust)
 from gitproof.cli.describe import commit_line
 from gitproof.git import subject
@@ -16,9 +17,25 @@ from gitproof.sync import fetch
 from gitproof.verify import accepted_warnings, effective_policy, open_verifier
 
 
+class Format(str, Enum):
+    """What ``--format`` accepts (gitproof.report.FORMATS, which a test keeps equal)."""
+
+    text = "text"
+    json = "json"
+    junit = "junit"
+    github = "github"
+    markdown = "markdown"
+
+
 def command(
     revs: Optional[List[str]] = typer.Argument(None, metavar="REV", help="Revisions to check (default: HEAD)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (see docs/cli.md)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (see docs/cli.md); "
+                                                       "the same as --format json."),
+    output_format: Optional[Format] = typer.Option(
+        None, "--format", metavar="FORMAT",
+        help="text (default), json, junit (JUnit XML: a test case per commit and shard), github "
+             "(workflow commands: an ::error annotation per unvalidated commit) or markdown (a summary "
+             "table for a CI job page)."),
     fetch_from: Optional[str] = typer.Option(None, "--fetch", metavar="REMOTE",
                                              help="First fetch and merge the receipts of REMOTE "
                                                   "(works in a fresh clone)."),
@@ -62,6 +79,9 @@ def command(
 
     Exit status: 0 all validated, 1 some not validated, 2 usage or configuration error.
     """
+    fmt = output_format.value if output_format is not None else ("json" if as_json else "text")
+    if as_json and fmt != "json":
+        fail(f"--json and --format {fmt} ask for different outputs; give one of them")
     repo = open_repo()
     revs = revs or ["HEAD"]
     commits = [(rev, resolve_commit(repo, rev)) for rev in revs]
@@ -88,10 +108,18 @@ def command(
 
             verdicts = [(rev, require_attestations(verifier, commit), commit) for rev, _, commit in verdicts]
     ok = all(v.ok for _, v, _ in verdicts)
-    for warning in accepted_warnings(v for _, v, _ in verdicts):
-        typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)
-    if as_json:
+    warnings = accepted_warnings(v for _, v, _ in verdicts)
+    if fmt != "github":  # there, each warning is a ::warning command on stdout
+        for warning in warnings:
+            typer.secho(f"gpu-proof: warning: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)
+    if fmt == "json":
         emit_json({"ok": ok, "results": [{"rev": rev, **v.to_json()} for rev, v, _ in verdicts]})
+    elif fmt != "text":
+        from gitproof import report  # only for the CI reports: text and JSON need none of it
+
+        reports = report.commit_reports([{"rev": rev, **v.to_json()} for rev, v, _ in verdicts],
+                                        {str(commit.id): subject(commit) for _, _, commit in verdicts})
+        typer.echo(report.render(fmt, reports, trust_ref=trust_ref, warnings=warnings), nl=False)
     else:
         for _, verdict, commit in verdicts:
             typer.echo(commit_line(verdict, subject(commit)))
