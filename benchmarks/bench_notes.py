@@ -78,9 +78,8 @@ def count(repo: pygit2.Repository, ref: str = NOTES_REF) -> int:
     return len(walk_notes_tree(repo.references[ref].peel(pygit2.Commit).tree, "", ""))
 
 
-def fetch_once(base: Path, size: int) -> list[str]:
-    """``git gpu-proof fetch`` end to end: a bare remote with ``size`` receipts, a clone with ``size``
-    others; wall time, bytes the clone's object store grew by, receipts after."""
+def fetch_repos(base: Path, size: int) -> Path:
+    """A bare remote with ``size`` receipts and a clone (returned) with ``size`` others, ready to fetch."""
     remote = pygit2.init_repository(str(base / f"remote-{size}.git"), bare=True)
     local = pygit2.init_repository(str(base / f"local-{size}"))
     local.remotes.create("origin", remote.path)
@@ -90,6 +89,13 @@ def fetch_once(base: Path, size: int) -> list[str]:
     for repo, salt in ((remote, "theirs"), (local, "ours")):
         tip = notes_commit(repo, None, {_id(i, salt): data for i in range(size)})
         repo.references.create(NOTES_REF, tip, force=True)
+    return base / f"local-{size}"
+
+
+def fetch_once(base: Path, size: int) -> list[str]:
+    """``git gpu-proof fetch`` end to end: a bare remote with ``size`` receipts, a clone with ``size``
+    others; wall time, bytes the clone's object store grew by, receipts after."""
+    fetch_repos(base, size)
     before = _store_bytes(base / f"local-{size}" / ".git" / "objects")
     start = time.perf_counter()
     done = subprocess.run([shutil.which("git-gpu-proof") or "git-gpu-proof", "fetch", "origin"],

@@ -139,11 +139,15 @@ class Bench:
     last: tuple[Run, subprocess.CompletedProcess[str]] | None = None
     runs: list[Run] = field(default_factory=list)
 
-    def execute(self, run: Run) -> None:
+    def run_env(self, run: Run) -> dict[str, str]:
+        """The environment ``run`` gets: the peer never sees $PYTHONPATH; a --before run gets its own."""
         env = {k: v for k, v in self.env.items() if k != "PYTHONPATH"} if run.peer else dict(self.env)
         if run.pythonpath:
             env["PYTHONPATH"] = run.pythonpath
-        done = subprocess.run(run.argv, cwd=self.repo, env=env, stdin=subprocess.DEVNULL,
+        return env
+
+    def execute(self, run: Run) -> None:
+        done = subprocess.run(run.argv, cwd=self.repo, env=self.run_env(run), stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, check=False)
         self.last = (run, done)
 
