@@ -21,7 +21,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 PRELUDE = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
            "sys.path.insert(0, {path!r}); ")
-CASES = [("the hook command (gitproof.cli.hook)", "import gitproof.cli.hook"), ("python -c pass", "pass")]
+CASES = [("the pre-push hook's imports", "import gitproof.cli.hook, gitproof.hook, gitproof.sync, gitproof.verify"),
+         ("python -c pass", "pass")]
 
 
 def once(path: Path, code: str, cwd: str) -> float:

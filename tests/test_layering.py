@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, int]] = [
     ("gitproof.verify", VERIFY),
     *[(f"gitproof.{name}", ACTIONS) for name in (
         "hook", "sync", "record", "recorder", "install", "doctor", "pending", "plugin", "skips",
-        "collect_errors", "signing", "preflight", "run_check", "interpreter", "migrate", "demo", "export")],
+        "collect_errors", "signing", "preflight", "run_check", "interpreter", "migrate", "demo", "export",
+        "receive")],
 ]
 
 

@@ -1,8 +1,10 @@
-"""``git gpu-proof hook pre-push|post-commit``: what the installed git hooks run.
+"""``git gpu-proof hook pre-push|post-commit|pre-receive``: what the git hooks run.
 
-Every push pays for this command, so it avoids the CLI framework: ``main``
-dispatches here before typer (or pytest) is imported, and the typer command
-registered below is only for ``--help`` and discoverability.
+pre-push and post-commit are installed in clones by ``git gpu-proof install``;
+pre-receive is the server's (hooks/pre-receive in a bare repository, see
+docs/hooks.md). Every push pays for this command, so it avoids the CLI
+framework: ``main`` dispatches here before typer (or pytest) is imported, and
+the typer commands registered below are only for ``--help`` and discoverability.
 """
 from __future__ import annotations
 
@@ -10,23 +12,20 @@ import os
 import sys
 from typing import TYPE_CHECKING, Callable, cast
 
-from gitproof.git import open_repository
-from gitproof.hook import (
-    HookResult,
-    PushCheck,
-    notes_ref_in_push,
-    parse_updates,
-    receipts_lost,
-    updates_from_pre_commit_env,
-)
-from gitproof.policy import PUSH_CHECKS
 from gitproof.text import printable, terminal_safe
 
 if TYPE_CHECKING:
     import pygit2
     import typer
 
+    from gitproof.hook import HookResult
+    from gitproof.receive import ReceiveResult
+
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+_PUSH_AGAIN = "Then push again. (`git push --no-verify` skips this check; CI verification will still fail.)"
+_PUSH_WITH_RECEIPTS = ("Then push the branch and its receipts together: `git gpu-proof push <remote> <branch>` "
+                       "(or `git push --atomic <remote> <branch> refs/notes/gpu-proof`). This check runs on "
+                       "the server: --no-verify does not skip it.")
 
 
 def _say(text: str = "", red: bool = False) -> None:
@@ -50,6 +49,8 @@ def pre_push(remote: str = "origin", mode: str | None = None, stdin_text: str | 
 
 def _pre_push(remote: str, mode: str | None, stdin_text: str) -> int:
     from gitproof.attestation_notes import ATTESTATIONS_REF
+    from gitproof.git import open_repository
+    from gitproof.hook import PushCheck, notes_ref_in_push, parse_updates, receipts_lost, updates_from_pre_commit_env
     from gitproof.notes import NOTES_REF
     from gitproof.sync import SyncError, push_notes
     from gitproof.verify import open_verifier
@@ -109,7 +110,7 @@ def _accepted_line(result: HookResult) -> str:
     return "gpu-proof: " + (", ".join(parts) or "nothing to check")
 
 
-def _refuse(result: HookResult) -> None:
+def _refuse(result: HookResult | ReceiveResult, then: str = _PUSH_AGAIN) -> None:
     _say("gpu-proof: push refused: GPU code without a valid receipt", red=True)
     for problem in result.problems:
         _say(f"  {problem.commit[:10]} {printable(problem.subject)!r} -> {printable(problem.remote_ref)}")
@@ -120,7 +121,69 @@ def _refuse(result: HookResult) -> None:
             more = f" (+{len(problem.changed_paths) - 8} more)" if len(problem.changed_paths) > 8 else ""
             _say(f"    GPU paths changed: {shown}{more}")
         _say(f"    run: {problem.command}")
-    _say("Then push again. (`git push --no-verify` skips this check; CI verification will still fail.)")
+    _say(then)
+
+
+def pre_receive(stdin_text: str | None = None) -> int:
+    """On a server: refuse a push that puts GPU code without a valid receipt on a protected
+    branch, or that takes receipts from the server. Fails closed: whatever stops the check
+    (input that is not git's, a bug) refuses the push too, in one line, never a traceback."""
+    if stdin_text is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            _say("gpu-proof: error: `hook pre-receive` is what a server repository's hooks/pre-receive runs; "
+                 "it reads git's '<old id> <new id> <ref>' lines on standard input")
+            return EXIT_USAGE
+        stdin_text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")  # ref names are bytes to git
+    text = stdin_text
+    try:
+        return _guarded(lambda: _pre_receive(text))
+    except Exception as exc:  # noqa: BLE001 - a server hook fails closed, and shows no traceback to pushers
+        _say(f"gpu-proof: error: the check failed ({type(exc).__name__}: {exc}), so the push is refused; "
+             "please report this to the server's administrator")
+        return EXIT_USAGE
+
+
+def _pre_receive(stdin_text: str) -> int:
+    from gitproof.receive import check_push
+
+    result = check_push(stdin_text)
+    for warning in result.warnings:
+        _say(f"gpu-proof: warning: {warning}")
+    if result.losses:
+        _say("gpu-proof: push refused: it would lose receipts on this server", red=True)
+        for loss in result.losses:
+            _say(f"  {loss}")
+        return EXIT_REFUSED
+    if result.refusals:
+        _say("gpu-proof: push refused", red=True)
+        for refusal in result.refusals:
+            _say(f"  {refusal}")
+        if result.problems:
+            _say()
+    if result.problems:
+        _refuse(result, _PUSH_WITH_RECEIPTS)
+    if not result.ok:
+        if os.environ.get("GL_PROTOCOL") == "web":  # GitLab shows only GL-HOOK-ERR lines in its web UI
+            print(f"GL-HOOK-ERR: {terminal_safe(_one_line_summary(result))}", file=sys.stderr)
+        return EXIT_REFUSED
+    if result.checked or result.unchanged:
+        parts = []
+        if result.checked:
+            parts.append(f"{len(result.checked)} protected ref(s) with GPU changes validated")
+        if result.unchanged:
+            parts.append(f"{len(result.unchanged)} protected ref(s) without GPU changes")
+        _say("gpu-proof: " + ", ".join(parts))
+    return EXIT_OK
+
+
+def _one_line_summary(result: ReceiveResult) -> str:
+    if result.refusals:
+        return f"gpu-proof: {result.refusals[0]}"
+    problem = result.problems[0]
+    why = problem.verdict.reasons[0].message if problem.verdict.reasons else "no valid receipt"
+    more = f" (+{len(result.problems) - 1} more commit(s))" if len(result.problems) > 1 else ""
+    return (f"gpu-proof: {problem.commit[:10]} -> {problem.remote_ref} has GPU code without a valid receipt: "
+            f"{why}{more}. Push its receipts (git gpu-proof push REMOTE refs/notes/gpu-proof), then try again.")
 
 
 def post_commit() -> int:
@@ -129,6 +192,7 @@ def post_commit() -> int:
 
 
 def _post_commit() -> int:
+    from gitproof.git import open_repository
     from gitproof.pending import attach_pending
     from gitproof.policy import load_policy
 
@@ -148,8 +212,12 @@ def fast_main(args: list[str]) -> int | None:
     name, rest = args[0], args[1:]
     if name == "post-commit" and not rest:
         return post_commit()
+    if name == "pre-receive" and not rest:
+        return pre_receive()
     if name != "pre-push":
         return None
+    from gitproof.policy import PUSH_CHECKS
+
     mode = None
     if "--mode" in rest:
         at = rest.index("--mode")
@@ -165,7 +233,10 @@ def fast_main(args: list[str]) -> int | None:
 def register(root: typer.Typer) -> None:
     import typer
 
-    app = typer.Typer(help="Entry points for the git hooks that `git gpu-proof install` sets up.",
+    from gitproof.policy import PUSH_CHECKS
+
+    app = typer.Typer(help="Entry points for the git hooks: pre-push and post-commit (set up by "
+                      "`git gpu-proof install`) and pre-receive (on a server).",
                       no_args_is_help=True)
 
     @app.command("pre-push")
@@ -181,6 +252,18 @@ def register(root: typer.Typer) -> None:
         lines) on stdin, or the PRE_COMMIT_* variables of the pre-commit framework.
         """
         raise typer.Exit(pre_push(remote, mode))
+
+    @app.command("pre-receive")
+    def pre_receive_command() -> None:
+        """On a git server: refuse GPU code without a valid receipt on protected branches.
+
+        Run by a bare repository's hooks/pre-receive (see docs/hooks.md). Reads git's
+        `<old id> <new id> <ref>` lines on stdin. Protected: git config gpu-proof.protect
+        (ref or branch patterns; default: the branch HEAD names). Trust: the policy and
+        allowed_signers of the branch's current tip on the server, or of git config
+        gpu-proof.trustRef. Exit status: 0 accept, 1 refuse, 2 cannot check (refuses too).
+        """
+        raise typer.Exit(pre_receive())
 
     @app.command("post-commit")
     def post_commit_command() -> None:
