@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import subprocess
+import tempfile
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -327,9 +328,10 @@ def execute(plan: Plan, inputs: Inputs, git: Git) -> Outcome:
             notes.append("the receipts of the pull request's own repository could not be fetched: "
                          + report.safe(fetched.stderr.strip(), 500))
     args = ["verify", "--format", "json", "--fetch", REMOTE, "--trust-ref", plan.trust_ref]
-    if inputs.policy:
-        args += ["--policy", inputs.policy]
-    verified = git.gpu_proof(*args, *commits)
+    with tempfile.TemporaryDirectory(prefix="gpu-proof-policy-") as scratch:
+        if inputs.policy:
+            args += ["--policy", _trusted_policy(git, plan.trust_ref, inputs.policy, Path(scratch))]
+        verified = git.gpu_proof(*args, *commits)
     _quoted(git.log, verified.stderr)
     if verified.returncode not in (EXIT_OK, EXIT_UNVALIDATED):
         raise ActionError("git gpu-proof verify could not check the receipts: "
@@ -344,18 +346,46 @@ def execute(plan: Plan, inputs: Inputs, git: Git) -> Outcome:
     return Outcome(plan, head, reports, listed, notes)
 
 
+def _trusted_policy(git: Git, trust_ref: str, path: str, scratch: Path) -> str:
+    """The ``policy`` input's file as the trusted ref has it, copied to ``scratch``.
+
+    The checkout is the pull request's: a policy file read from it could turn rules off
+    (allow_unsigned, signers, fingerprint_paths), so, like [tool.gpu_proof] and allowed_signers,
+    it is read from the trusted ref. The path is relative to the repository's root.
+    """
+    relative = path.replace("\\", "/").lstrip("/")
+    while relative.startswith("./"):
+        relative = relative[2:]
+    if not relative or any(part == ".." for part in relative.split("/")):
+        raise ActionError(f"input policy: {path!r} is not a path inside the repository")
+    shown = git.run("cat-file", "blob", f"{trust_ref}:{relative}", check=False)
+    if shown.returncode != 0:
+        raise ActionError(f"input policy: {relative} is not a file in {trust_ref}; the policy file is read from "
+                          "the trusted ref, not from the checkout, so commit it there first")
+    copy = scratch / Path(relative).name
+    copy.write_text(shown.stdout, encoding="utf-8")
+    return str(copy)
+
+
 def _commits(plan: Plan, inputs: Inputs, git: Git, notes: list[str]) -> tuple[list[str], int]:
     """The commits to verify, newest first, the one that decides first; and how many the range had."""
     assert plan.head is not None
     if inputs.range:
         tip, sep, start = _split_range(inputs.range)
         return _list(git, _resolve(git, tip), [_resolve(git, start)] if sep else None, notes)
+    head = _peeled(git, plan.head)  # a pushed annotated tag names the tag object
+    if not plan.exclude:  # a tag, a new branch that is the default one, other events: the commit alone
+        return [head], 1
     exclude = [rev for rev in plan.exclude if git.has_commit(rev)]
     if len(exclude) < len(plan.exclude):
         notes.append("the previous tip is not in the clone (a forced push, or a shallow clone), so only "
                      "the pushed head was verified")
-        return [plan.head], 1
-    return _list(git, plan.head, exclude, notes)
+        return [head], 1
+    return _list(git, head, exclude, notes)
+
+
+def _peeled(git: Git, rev: str) -> str:
+    return git.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}").stdout.strip()
 
 
 def _split_range(text: str) -> tuple[str, str, str]:

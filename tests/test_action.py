@@ -20,16 +20,21 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import junitparser
+import pygit2
 import pytest
 import yaml
 
 from gitproof import github_action
 from gitproof.github_action import ActionError, Inputs, plan_for
-from tests.helpers import commit_all, generate_key, git, write_files
+from gitproof.notes import NotesStore
+from gitproof.receipt import UNSIGNED_KEY, UNSIGNED_TRAILER, SignedReceipt, serialize_payload
+from tests.factories import make_receipt
+from tests.helpers import change_kernel, commit_all, generate_key, git, write_files
 from tests.receipts import attach_receipt
 from tests.remotes import World, gp, tool_env
 
@@ -144,6 +149,19 @@ def test_merge_groups_and_other_events():
     manual = plan_for("workflow_dispatch", {"repository": repository(), "ref": "refs/heads/x"}, Inputs(),
                       {"GITHUB_SHA": C})
     assert (manual.head, manual.trust_ref) == (C, "refs/remotes/origin/main")
+
+
+def test_a_tag_or_another_event_verifies_its_commit_alone(repo):
+    """No range to list: the one commit, and for a pushed annotated tag the commit it points to."""
+    change_kernel(repo, "return a + b + 1", "second")
+    head = change_kernel(repo, "return a + b + 2", "third")
+    git(repo, "tag", "-a", "-m", "release", "v1")
+    tag = git(repo, "rev-parse", "v1")
+    assert tag != head
+    git_ = github_action.Git(repo, io.StringIO())
+    for event, sha in (("push", tag), ("workflow_dispatch", head)):
+        plan = github_action.Plan(event, "it", sha, "refs/heads/main")
+        assert github_action._commits(plan, Inputs(), git_, []) == ([head], 1)
 
 
 def hostile(event: dict, path: str, value: Any) -> dict:
@@ -273,18 +291,31 @@ def test_the_install_step_installs_the_actions_own_files(tmp_path):
     """The install step with a stand-in interpreter that records what it is asked to do."""
     log = tmp_path / "calls.log"
     fake = tmp_path / "python"
-    fake.write_text('#!/bin/bash\necho "$0 $*" >> "$CALLS"\n'
-                    'if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi\n')
+    fake.write_text('#!/bin/bash\necho "$PWD: $0 $*" >> "$CALLS"\n'
+                    'if [ "$2 $3" = "-m venv" ]; then mkdir -p "$4/bin" && cp "$0" "$4/bin/python"; fi\n')
     fake.chmod(0o755)
-    (tmp_path / "temp").mkdir()
-    ran = ActionRun(tmp_path, tmp_path / "temp").steps(inputs={"python": str(fake)}, only="install",
-                                                       CALLS=str(log))
-    venv = tmp_path / "temp" / "git-gpu-proof-venv"
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    ran = ActionRun(tmp_path, temp).steps(inputs={"python": str(fake)}, only="install", CALLS=str(log))
+    venv = temp / "git-gpu-proof-venv"
     assert ran["install"] == {"python": f"{venv}/bin/python"}
+    # -I and a directory outside the checkout: nothing a pull request adds there is imported
     assert log.read_text().splitlines() == [
-        f"{fake} -m venv {venv}",
-        f"{venv}/bin/python -m pip install --quiet --disable-pip-version-check {ROOT}",
+        f"{temp}: {fake} -I -m venv {venv}",
+        f"{temp}: {venv}/bin/python -I -m pip install --quiet --disable-pip-version-check {ROOT}",
     ]
+
+
+def test_python_dash_capital_i_never_imports_a_venv_py_from_the_current_directory(tmp_path):
+    """Why the install step needs -I (or another directory): `python -m venv` in a checkout
+    whose root has a venv.py would run the pull request's venv.py."""
+    marker = tmp_path / "pwned"
+    (tmp_path / "venv.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    plain = subprocess.run([sys.executable, "-m", "venv", "--help"], cwd=tmp_path, capture_output=True)
+    assert marker.exists() and plain.returncode == 0  # the trap works without -I
+    marker.unlink()
+    isolated = subprocess.run([sys.executable, "-I", "-m", "venv", "--help"], cwd=tmp_path, capture_output=True)
+    assert isolated.returncode == 0 and not marker.exists()
 
 
 # -- the action's steps in a simulated job ------------------------------------------------------
@@ -307,6 +338,8 @@ class ActionRun:
                 value = inputs[operand[len("inputs."):]]
             elif operand == "github.action_path":
                 value = str(ROOT)
+            elif operand == "runner.temp":
+                value = str(self.temp)
             elif m := re.fullmatch(r"steps\.([\w-]+)\.outputs\.([\w-]+)", operand):
                 value = outputs.get(m[1], {}).get(m[2], "")
             else:
@@ -334,8 +367,10 @@ class ActionRun:
             summary.touch()
             script = self.temp / f"step-{number}.sh"
             script.write_text(step["run"])
+            where = step.get("working-directory")
+            cwd = self.value(self.EXPRESSION.fullmatch(where)[1], given, outputs) if where else self.workspace
             result = subprocess.run(
-                ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=self.workspace,
+                ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=cwd,
                 env=tool_env(**{"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": event_name,
                                  "GITHUB_EVENT_PATH": str(event_path), "GITHUB_OUTPUT": str(output),
                                  "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_WORKSPACE": str(self.workspace),
@@ -443,10 +478,6 @@ class GitHub:
 def github(tmp_path: Path) -> GitHub:
     return GitHub(World(tmp_path))
 
-
-def change_kernel(root: Path, body: str, message: str) -> str:
-    write_files(root, {"src/kernels.py": f"def add(a, b):\n    {body}\n"})
-    return commit_all(root, message)
 
 
 def pull_request_branch(github: GitHub, receipt_on_head: bool = True, name: str = "pr") -> tuple[Path, list[str]]:
@@ -607,12 +638,40 @@ def test_a_push_verifies_the_pushed_range_against_the_branch(github):
     ranged = github.run_push("job-range", "refs/heads/main", after, forced, inputs={"range": first})
     assert ranged.code == 0, ranged.stdout + ranged.stderr
     assert ranged.outputs["head"] == first and ranged.outputs["checked"] == "1"
-    # A configuration error of verify (here a policy file that is not there) is exit 2, one annotation.
+    # A configuration error (here a policy file the trusted ref does not have) is exit 2, one annotation.
     broken = github.run_push("job-policy", "refs/heads/main", after, forced, inputs={"policy": "absent.toml"})
     assert broken.code == 2 and broken.outputs["verdict"] == "error"
     (error,) = broken.annotations()
-    assert error.startswith("::error title=gpu-proof%3A the check could not run::git gpu-proof verify could not")
-    assert "absent.toml" in error and "Traceback" not in broken.stdout + broken.stderr
+    assert error.startswith("::error title=gpu-proof%3A the check could not run::input policy: absent.toml is "
+                            "not a file in refs/remotes/origin/main")
+    assert "Traceback" not in broken.stdout + broken.stderr
+
+
+@pytest.mark.slow
+def test_the_policy_input_is_read_from_the_trusted_ref_not_the_pull_request(github):
+    """A pull request that edits the policy file the workflow names (to accept unsigned receipts)
+    is judged by the base branch's copy of that file."""
+    world = github.world
+    seed = world.clone("seed-policy", hook=False)
+    write_files(seed, {"ci/gpu-proof.toml": "require_clean = false\n"})
+    commit_all(seed, "ci: the action's policy file")
+    git(seed, "push", "-q", "--no-verify", "origin", "main")
+    contributor = world.clone("contributor-policy", hook=False)
+    git(contributor, "switch", "-q", "-c", "pr")
+    write_files(contributor, {"ci/gpu-proof.toml": "allow_unsigned = true\n"})
+    head = change_kernel(contributor, "return 'untested'", "kernel: untested, an unsigned receipt")
+    repo = pygit2.Repository(str(contributor))
+    commit = repo.revparse_single("HEAD").peel(pygit2.Commit)
+    now = datetime.now(timezone.utc)
+    receipt = make_receipt(signer="mallory", key_fingerprint=UNSIGNED_KEY, commit=head,
+                           trees={p: str(commit.tree[p].id) for p in ("src", "tests")},
+                           started=now - timedelta(seconds=5), finished=now - timedelta(seconds=4))
+    NotesStore(repo).add(head, SignedReceipt(receipt, serialize_payload(receipt), UNSIGNED_TRAILER + "\n"))
+    git(contributor, "push", "-q", "--no-verify", "origin", "pr", "refs/notes/gpu-proof")
+    run = github.run_pull_request(6, "pr", head=head, inputs={"policy": "ci/gpu-proof.toml"})
+    assert run.code == 1, run.stdout + run.stderr
+    assert run.outputs["verdict"] == "unvalidated"
+    assert "- `unsigned`: receipt on " in run.summary  # the base branch's policy file decided
 
 
 @pytest.mark.slow
