@@ -142,6 +142,52 @@ def open_pushed_repository(environ: Mapping[str, str] | None = None) -> pygit2.R
     return repo
 
 
+def through_symbolic_refs(updates: list[ReceivedUpdate], environ: Mapping[str, str] | None = None,
+                          ) -> list[ReceivedUpdate]:
+    """Each update named by the ref it really moves.
+
+    git reports a push to a symbolic ref (``refs/heads/master -> refs/heads/main``, left after
+    a rename) under the name pushed to, and then writes through it: judged by that name, a
+    protected branch could be moved through an unprotected alias.
+    """
+    names = {u.ref for u in updates}
+    targets: dict[str, str] = {}
+    for _ in range(5):  # git follows at most 5 levels of symbolic refs
+        asked = sorted(n for n in names if n not in targets)
+        if not asked:
+            break
+        # ref names cannot hold glob characters, so each pattern matches its own ref (and refs below it)
+        listed = _git(["for-each-ref", "--format=%(refname)%00%(symref)", "--", *asked], environ, allowed=(0,))
+        found = dict(line.split("\0", 1) for line in listed.splitlines() if "\0" in line)
+        for name in asked:
+            targets[name] = found[name] or name if name in found else _dangling_target(name, environ) or name
+        names = set(targets.values())
+
+    def final(name: str) -> str:
+        for _ in range(6):
+            if targets.get(name, name) == name:
+                return name
+            name = targets[name]
+        raise ReceiveInputError(f"{name}: a chain of symbolic refs too long to follow")
+
+    return [ReceivedUpdate(u.old, u.new, final(u.ref)) for u in updates]
+
+
+def _dangling_target(name: str, environ: Mapping[str, str] | None) -> str | None:
+    """Where a symbolic ref whose target does not exist yet points (``for-each-ref`` skips those):
+    git keeps symbolic refs as loose files, ``ref: <target>``."""
+    env = os.environ if environ is None else environ
+    path = os.path.join(env.get("GIT_DIR") or ".", *name.split("/"))
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(1024).split(b"\n", 1)[0]
+    except OSError:
+        return None
+    if not first.startswith(b"ref: refs/"):
+        return None
+    return first[len(b"ref: "):].decode("utf-8", "surrogateescape").strip()
+
+
 # -- the server's settings -------------------------------------------------------------------------
 
 
@@ -158,7 +204,8 @@ class Settings:
     def needs_check(self, updates: list[ReceivedUpdate]) -> bool:
         """Does anything in this push need the repository opened: a notes ref, or a protected
         ref that is not deleted?"""
-        return any(u.ref in NOTES_REFS or (not u.is_deletion and self.protects(u.ref)) for u in updates)
+        return any(u.ref in NOTES_REFS or u.ref == self.trust_ref or (not u.is_deletion and self.protects(u.ref))
+                   for u in updates)
 
 
 def is_protected(ref: str, patterns: tuple[str, ...]) -> bool:
@@ -266,6 +313,11 @@ class ReceiveCheck:
         for update in updates:
             if update.ref in NOTES_REFS:
                 self._check_notes(update, result)
+            elif update.ref == self.trust_ref and not self.settings.protects(update.ref):
+                result.refusals.append(
+                    f"{update.ref}: it is this server's trust root (git config {TRUST_REF_KEY}), which a push "
+                    "may not move unless it is also a protected branch; an administrator moves it on the server "
+                    "(and hides it from pushes with git config receive.hideRefs)")
             elif update.is_deletion or not self.settings.protects(update.ref):
                 result.passed.append(update.ref)
             else:
@@ -332,10 +384,9 @@ class ReceiveCheck:
             return
         base_trees = verifier.trees_of(base)
         mode = verifier.policy.push_check
-        if mode == "tip":
-            to_verify = [] if verifier.trees_of(tip) == base_trees else [tip]
-        else:
-            to_verify = self._changing_commits(verifier, tip, base)
+        to_verify = [] if verifier.trees_of(tip) == base_trees else [tip]
+        if mode != "tip":  # every: the tip (as in tip mode, whatever other refs hold) and each changing commit
+            to_verify = [c for c in self._changing_commits(verifier, tip, base) if c.id != tip.id] + to_verify
         self._note_trust_changes(update, root, base, tip, result)
         if not to_verify:
             result.unchanged.append(update.ref)
@@ -497,7 +548,7 @@ def _blob_id(commit: pygit2.Commit, path: str) -> str | None:
 
 def check_push(text: str, environ: Mapping[str, str] | None = None) -> ReceiveResult:
     """The whole pre-receive check: git's input as read from standard input."""
-    updates = parse_received(text)
+    updates = through_symbolic_refs(parse_received(text), environ)
     settings = read_settings(environ)
     if not settings.needs_check(updates):
         return ReceiveResult(passed=[u.ref for u in updates])

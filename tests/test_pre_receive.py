@@ -16,7 +16,7 @@ from gitproof.notes import NOTES_REF
 from gitproof import receive
 from gitproof.receive import ReceiveInputError, ReceivedUpdate, is_protected, parse_received, read_settings
 from tests.attestations import attest
-from tests.helpers import commit_all, generate_key, git, write_files
+from tests.helpers import change_docs, change_kernel, commit_all, generate_key, git, write_files
 from tests.receipts import attach_receipt, trust
 from tests.remotes import World, gp, tool_env
 
@@ -57,14 +57,6 @@ def on_server(world: World, ref: str) -> str:
     return git(world.remote, "rev-parse", "-q", "--verify", ref, check=False)
 
 
-def change_kernel(root: Path, body: str = "return a + b + 0", message: str = "kernel change") -> str:
-    write_files(root, {"src/kernels.py": f"def add(a, b):\n    {body}\n"})
-    return commit_all(root, message)
-
-
-def change_docs(root: Path, text: str = "more docs\n", message: str = "docs") -> str:
-    write_files(root, {"README.md": text})
-    return commit_all(root, message)
 
 
 def said(stderr: str) -> str:
@@ -237,7 +229,11 @@ def test_protected_patterns_come_from_the_servers_config(world, clone):
     git(clone, "tag", "v1.0")
     err = refused(push(clone, "origin", "main:refs/heads/release/1", "v1.0"))
     assert "-> refs/heads/release/1" in err and "-> refs/tags/v1.0" in err
-    accepted(push(clone, "origin", "main"))  # main is no longer protected: only the configured patterns are
+    # main is no longer protected (only the configured patterns are), but it is the trust root now,
+    # which a push may move only when it is protected too
+    assert "this server's trust root" in refused(push(clone, "origin", "main"))
+    git(world.remote, "config", "--unset", "gpu-proof.trustRef")
+    accepted(push(clone, "origin", "main"))
 
 
 def test_creating_a_protected_branch_needs_a_trust_ref(world, clone):
@@ -616,3 +612,73 @@ def test_run_by_hand_on_a_terminal_it_says_what_it_is_for(world):
     tool = str(Path(sys.executable).parent / "git-gpu-proof")
     result = in_terminal([tool, "hook", "pre-receive"], world.remote, tool_env())
     assert result.status == 2 and "reads git's '<old id> <new id> <ref>' lines" in result.text
+
+
+# -- found by an adversarial review --------------------------------------------------------------
+
+
+def test_a_symbolic_ref_to_the_protected_branch_is_judged_as_that_branch(world):
+    """A server-side alias left by a rename (master -> main): git reports the push under the alias's
+    name and writes through it, so it is judged as the branch it moves."""
+    git(world.remote, "symbolic-ref", "refs/heads/master", MAIN)
+    clone = world.clone("work", hook=False)
+    before = on_server(world, MAIN)
+    change_kernel(clone, message="kernel: untested")
+    through_alias = push(clone, "origin", "HEAD:refs/heads/master")
+    assert through_alias.returncode != 0 and "refs/heads/main" in through_alias.stderr
+    assert on_server(world, MAIN) == before
+    attach_receipt(clone, world.key("alice@example.com"))
+    with_receipt = push(clone, "--atomic", "origin", "HEAD:refs/heads/master", "refs/notes/gpu-proof")
+    assert with_receipt.returncode == 0, with_receipt.stderr
+    assert on_server(world, MAIN) == git(clone, "rev-parse", "HEAD")
+
+
+def test_a_dangling_symbolic_ref_cannot_create_the_protected_branch(world):
+    git(world.remote, "config", "gpu-proof.protect", "refs/heads/release")
+    git(world.remote, "symbolic-ref", "refs/heads/rel", "refs/heads/release")  # release does not exist yet
+    clone = world.clone("work", hook=False)
+    change_kernel(clone, message="kernel: untested")
+    created = push(clone, "origin", "HEAD:refs/heads/rel")
+    assert created.returncode != 0 and "creating a protected branch" in created.stderr
+    assert on_server(world, "refs/heads/release") == ""
+
+
+def test_every_mode_verifies_the_tip_whatever_another_protected_branch_accepted(world):
+    """release/old still trusts a key main has dropped; a commit it accepted under that trust must
+    not reach main unverified by main's own trust."""
+    seed = world.clone("seed-every", hook=False)
+    with (seed / "pyproject.toml").open("a") as handle:
+        handle.write('push_check = "every"\n')
+    commit_all(seed, "every mode")
+    assert push(seed, "origin", "main").returncode == 0
+    mallory = generate_key(world.root / "keys", "ed25519", "mallory")
+    git(seed, "switch", "-q", "-c", "release/old")
+    with (seed / ".gpu-proof" / "allowed_signers").open("a") as handle:
+        handle.write(f'mallory@example.com namespaces="gpu-proof" {mallory.public_line}\n')
+    commit_all(seed, "release/old trusts mallory")
+    git(world.remote, "fetch", "-q", str(seed), "release/old:release/old")  # made on the server: no hook
+    git(world.remote, "config", "--add", "gpu-proof.protect", "main")
+    git(world.remote, "config", "--add", "gpu-proof.protect", "release/*")
+    attacker = world.clone("attacker", hook=False)
+    git(attacker, "switch", "-q", "-c", "x", "origin/main")
+    change_kernel(attacker, body="return 'mallory'", message="kernel by mallory")
+    attach_receipt(attacker, mallory, principal="mallory@example.com")
+    to_release = push(attacker, "--atomic", "origin", "+HEAD:refs/heads/release/old", "refs/notes/gpu-proof")
+    assert to_release.returncode == 0, to_release.stderr  # judged by release/old's own allowed_signers
+    to_main = push(attacker, "origin", "HEAD:refs/heads/main")
+    err = refused(to_main)
+    assert "kernel by mallory' -> refs/heads/main" in err and "mallory@example.com" in err
+
+
+def test_a_trust_ref_that_is_not_protected_cannot_be_pushed(world):
+    git(world.remote, "update-ref", "refs/gpu-proof/trust", MAIN)
+    git(world.remote, "config", "gpu-proof.trustRef", "refs/gpu-proof/trust")  # and no receive.hideRefs
+    mallory = generate_key(world.root / "keys", "ed25519", "mallory")
+    attacker = world.clone("attacker", hook=False)
+    git(attacker, "switch", "-q", "-c", "t")
+    with (attacker / ".gpu-proof" / "allowed_signers").open("a") as handle:
+        handle.write(f'mallory@example.com namespaces="gpu-proof" {mallory.public_line}\n')
+    commit_all(attacker, "trust mallory")
+    moved = push(attacker, "origin", "HEAD:refs/gpu-proof/trust")
+    assert moved.returncode != 0 and "trust root" in moved.stderr
+    assert on_server(world, "refs/gpu-proof/trust") == on_server(world, MAIN)

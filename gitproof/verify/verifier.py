@@ -181,16 +181,21 @@ class Verifier:
         return CommitVerdict(str(commit.id), UNVALIDATED, trees, None, reasons)
 
     def _inherited(self, commit: pygit2.Commit, scope: Scope, trees: Trees) -> CommitVerdict | None:
-        """A parent's valid receipt, already found, for a commit with no note of its own and the
-        parent's code: the common case of a long log judged oldest first, at the cost of a lookup.
-        The parent's receipt sits on the parent or an ancestor, so on an ancestor of this commit."""
-        if self.notes.blob_id(str(commit.id)) is not None:
+        """The parent's verdict, already found, for a commit with no note of its own, one parent and
+        the parent's code: the common case of a long log judged oldest first, at the cost of a lookup.
+
+        It is the verdict a search would give. The parent was validated by the newest valid receipt
+        on its ancestors (relation ANCESTOR: none of its own was valid), and this commit's ancestors
+        are the parent's plus the parent itself, so the newest valid receipt on them is the same.
+        A parent validated by its own receipt (SELF) is not followed: an ancestor's newer receipt
+        would come first here. Nor is a merge: its other parent's ancestors may hold a newer one.
+        """
+        if len(commit.parent_ids) != 1 or self.notes.blob_id(str(commit.id)) is not None:
             return None
-        for parent_id in commit.parent_ids:
-            known = self._memo.get((str(parent_id), scope.shard))
-            if (known is not None and known.ok and known.receipt is not None and known.trees == trees
-                    and known.relation in (SELF, ANCESTOR)):
-                return CommitVerdict(str(commit.id), UNCHANGED, trees, known.receipt, relation=ANCESTOR)
+        known = self._memo.get((str(commit.parent_ids[0]), scope.shard))
+        if (known is not None and known.ok and known.receipt is not None and known.trees == trees
+                and known.relation == ANCESTOR):
+            return CommitVerdict(str(commit.id), UNCHANGED, trees, known.receipt, relation=ANCESTOR)
         return None
 
     def candidates(self, commit: pygit2.Commit, scope: Scope, trees: Trees | None = None) -> list[ReceiptVerdict]:

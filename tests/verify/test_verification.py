@@ -1,6 +1,7 @@
 """Validity by content: real repositories, real keys, real signatures."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -264,3 +265,38 @@ def test_control_characters_from_a_receipt_are_escaped_in_messages(project):
     text = "\n".join(receipt_block(verdicts[0], 1)) + " ".join(f.message for f in verdicts[0].failures)
     assert "\x1b]0;pwned" not in text and "\x07" not in text and "\x1b[2J" not in text
     assert "%1B]0;pwned%07" in text and "%1B[2Jx" in text
+
+
+def _history(root: Path) -> list[pygit2.Commit]:
+    repo = pygit2.Repository(str(root))
+    return list(repo.walk(repo.head.target, pygit2.enums.SortMode.TOPOLOGICAL))
+
+
+def _named(verdicts) -> list[tuple[str, str | None, str | None]]:
+    return [(v.state, v.relation, v.receipt.signed.identity if v.receipt and v.receipt.signed else None)
+            for v in verdicts]
+
+
+def test_a_log_names_the_receipt_a_single_verify_names(project):
+    """verify_all reuses parents' verdicts; each must be what a fresh verify of the commit says,
+    down to the receipt named: here an ancestor's receipt made after the parent's own."""
+    project.attach()  # A: the kernel as it is
+    write_files(project.root, {"README.md": "p\n"})
+    commit_all(project.root, "P: docs")
+    project.attach()  # P's own receipt
+    time.sleep(1.1)
+    project.attach(rev="HEAD~1")  # A again, later: the newest receipt for this code
+    for n in range(3):
+        write_files(project.root, {"README.md": f"c{n}\n"})
+        commit_all(project.root, f"C{n}: docs")
+    git(project.root, "switch", "-q", "-c", "side", "HEAD~2")
+    write_files(project.root, {"NOTES.md": "side\n"})
+    commit_all(project.root, "side: docs")
+    git(project.root, "switch", "-q", "-")
+    git(project.root, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+    commits = _history(project.root)
+    fresh = lambda: Verifier(project.repo, POLICY, load_trust(project.repo, POLICY))  # noqa: E731
+    logged = fresh().verify_all(commits)
+    single = [fresh().verify(c) for c in commits]
+    assert _named(logged) == _named(single)
+    assert {v.state for v in logged} == {VALIDATED, UNCHANGED}
