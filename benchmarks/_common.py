@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmark scripts: side-by-side timing and machine facts.
+"""Shared helpers for the benchmark scripts: side-by-side timing, machine facts, signed receipts.
 
 Not a benchmark itself. Every script in this folder imports it as ``_common``
 (the script's own folder is first on ``sys.path`` when run as
@@ -21,7 +21,14 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import pygit2
+
+    from gitproof.receipt import SignedReceipt
 
 
 @dataclass
@@ -149,3 +156,27 @@ def print_machine() -> None:
     print("machine:")
     for key, value in machine_info().items():
         print(f"  {key:14} {value}")
+
+
+def signed_receipt(repo: pygit2.Repository, rev: str, key: Path, principal: str, paths: list[str],
+                   branch: str, tests: int = 50) -> SignedReceipt:
+    """A fresh receipt of ``tests`` passing tests for ``rev``'s real trees at ``paths``, signed by
+    the real ``ssh-keygen -Y sign -n gpu-proof`` with the private key ``key``."""
+    from gitproof.fingerprint import commit_trees
+    from gitproof.receipt import Receipt, SignedReceipt, TestResult, serialize_payload
+
+    when = datetime.now(timezone.utc)  # fresh: receipts older than max_age_days do not count
+    fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", f"{key}.pub"],
+                                 capture_output=True, text=True, check=True).stdout.split()[1]
+    receipt = Receipt(
+        signer=principal, key_fingerprint=fingerprint, started=when,
+        finished=when + timedelta(seconds=42), mode="local",
+        trees=commit_trees(repo, repo[rev], paths), commit=rev, branch=branch,
+        dirty_outside=False, pytest_args=["--gpu-proof"],
+        environment={"os": "Linux", "python": "3.11.7", "pytest": "9.0", "gitproof": "0.1.0"},
+        gpus=[], tests=[TestResult(f"tests/test_k{i // 10}.py::test_case[{i}]", "passed", 0.25)
+                        for i in range(tests)])
+    payload = serialize_payload(receipt)
+    armored = subprocess.run(["ssh-keygen", "-Y", "sign", "-q", "-f", str(key), "-n", "gpu-proof"],
+                             input=payload, capture_output=True, check=True).stdout.decode()
+    return SignedReceipt(receipt, payload, armored)

@@ -61,16 +61,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pygit2
 
-from _common import Case, fmt_time, measure, print_machine, table
+from _common import Case, fmt_time, measure, print_machine, signed_receipt, table
 
-from gitproof.fingerprint import commit_trees
 from gitproof.notes import NOTES_REF, NotesStore
-from gitproof.receipt import Receipt, SignedReceipt, TestResult, serialize_payload
 
 PRINCIPAL = "alice@example.com"
 PATHS = ["src", "tests"]
@@ -163,22 +160,7 @@ class Bench:
 
     def _sign_tip(self, tip: str) -> None:
         assert self.repo is not None
-        commit = self.repo[tip]
-        when = datetime.now(timezone.utc)  # fresh: receipts older than max_age_days do not count
-        fingerprint = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", f"{self.key}.pub"],
-                                     capture_output=True, text=True, check=True).stdout.split()[1]
-        receipt = Receipt(
-            signer=PRINCIPAL, key_fingerprint=fingerprint, started=when,
-            finished=when + timedelta(seconds=42), mode="local",
-            trees=commit_trees(self.repo, commit, PATHS), commit=tip, branch="feature",
-            dirty_outside=False, pytest_args=["--gpu-proof"],
-            environment={"os": "Linux", "python": "3.11.7", "pytest": "9.0", "gitproof": "0.1.0"},
-            gpus=[], tests=[TestResult(f"tests/test_k{i // 10}.py::test_case[{i}]", "passed", 0.25)
-                            for i in range(50)])
-        payload = serialize_payload(receipt)
-        armored = subprocess.run(["ssh-keygen", "-Y", "sign", "-q", "-f", str(self.key), "-n", "gpu-proof"],
-                                 input=payload, capture_output=True, check=True).stdout.decode()
-        NotesStore(self.repo).add(tip, SignedReceipt(receipt, payload, armored))
+        NotesStore(self.repo).add(tip, signed_receipt(self.repo, tip, self.key, PRINCIPAL, PATHS, "feature"))
 
     # -- the timed operations --------------------------------------------------
 

@@ -113,3 +113,15 @@ def make_project_repo(root: Path) -> Path:
     })
     commit_all(root, "initial")
     return root
+
+
+def change_kernel(root: Path, body: str = "return a + b + 0", message: str = "kernel change") -> str:
+    """A commit that changes the GPU code (src/kernels.py)."""
+    write_files(root, {"src/kernels.py": f"def add(a, b):\n    {body}\n"})
+    return commit_all(root, message)
+
+
+def change_docs(root: Path, text: str = "more docs\n", message: str = "docs") -> str:
+    """A commit outside the fingerprint paths (README.md)."""
+    write_files(root, {"README.md": text})
+    return commit_all(root, message)

@@ -17,7 +17,7 @@ import pygit2
 import pytest
 
 from gitproof.notes import NOTES_REF, NotesStore
-from tests.helpers import commit_all, generate_key, git, write_files
+from tests.helpers import change_kernel, commit_all, generate_key, git, write_files
 from tests.receipts import attach_receipt
 from tests.remotes import World, gp, push, tool_env
 
@@ -67,10 +67,6 @@ def fresh_clone(world: World, name: str, *extra: str) -> Path:
 def has_ref(root: Path, ref: str) -> bool:
     return bool(git(root, "rev-parse", "-q", "--verify", ref, check=False))
 
-
-def change_kernel(root: Path, body: str = "return a + b + 0", message: str = "kernel change") -> str:
-    write_files(root, {"src/kernels.py": f"def add(a, b):\n    {body}\n"})
-    return commit_all(root, message)
 
 
 def ci_verify_json(clone: Path, rev: str = "HEAD", trust_ref: bool = True) -> tuple[int, dict]:

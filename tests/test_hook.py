@@ -11,7 +11,7 @@ from gitproof.attestation_notes import ATTESTATIONS_REF
 from gitproof.notes import NOTES_REF
 from gitproof.pending import PendingStore
 from tests.attestations import attest
-from tests.helpers import commit_all, git, write_files
+from tests.helpers import change_docs, change_kernel, git, write_files
 from tests.receipts import attach_receipt
 from tests.remotes import World, gp, push, tool_env
 
@@ -28,14 +28,6 @@ def clone(world: World) -> Path:
     return world.clone("work")
 
 
-def change_kernel(root: Path, body: str = "return a + b + 0", message: str = "kernel change") -> str:
-    write_files(root, {"src/kernels.py": f"def add(a, b):\n    {body}\n"})
-    return commit_all(root, message)
-
-
-def change_docs(root: Path, text: str = "more docs\n", message: str = "docs") -> str:
-    write_files(root, {"README.md": text})
-    return commit_all(root, message)
 
 
 def remote_has(world: World, ref: str) -> str:
