@@ -26,6 +26,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -98,7 +99,10 @@ def fetch_once(base: Path, size: int) -> list[str]:
     fetch_repos(base, size)
     before = _store_bytes(base / f"local-{size}" / ".git" / "objects")
     start = time.perf_counter()
-    done = subprocess.run([shutil.which("git-gpu-proof") or "git-gpu-proof", "fetch", "origin"],
+    # this interpreter's git-gpu-proof, whether or not its virtualenv is on PATH
+    tool = Path(sys.executable).parent / "git-gpu-proof"
+    done = subprocess.run([str(tool) if tool.exists() else shutil.which("git-gpu-proof") or "git-gpu-proof",
+                           "fetch", "origin"],
                           cwd=base / f"local-{size}", capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
