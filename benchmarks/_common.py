@@ -89,6 +89,14 @@ def measure(cases: list[Case], repeat: int, target_s: float = 0.05,
     return cases
 
 
+def measure_and_show(cases: list[Case], repeat: int) -> None:
+    """``measure`` the cases, then print each one's median, min and max."""
+    print(f"timing {len(cases)} cases x {repeat} rounds ...")
+    measure(cases, repeat, progress=False)
+    rows = [[c.name, fmt_time(c.median), fmt_time(c.spread[0]), fmt_time(c.spread[1])] for c in cases]
+    print("\n" + table(rows, ["case", "median", "min", "max"]))
+
+
 def fmt_time(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:,.1f} µs"

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import pygit2
 
-from _common import Case, fmt_time, measure, print_machine, signed_receipt, table
+from _common import Case, fmt_time, measure_and_show, print_machine, signed_receipt, table
 
 from gitproof.notes import NOTES_REF, NotesStore
 
@@ -320,11 +320,7 @@ def main() -> int:
             }
             results[n] = cases
         every = [c for cases in results.values() for c in cases.values()] + scale
-        print(f"timing {len(every)} cases x {args.repeat} rounds ...")
-        measure(every, args.repeat, progress=False)
-
-        rows = [[c.name, fmt_time(c.median), fmt_time(c.spread[0]), fmt_time(c.spread[1])] for c in every]
-        print("\n" + table(rows, ["case", "median", "min", "max"]))
+        measure_and_show(every, args.repeat)
 
         print("\nhook overhead = median(git push with hook) - median(git push --no-verify):")
         summary = []

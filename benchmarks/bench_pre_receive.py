@@ -63,7 +63,7 @@ from pathlib import Path
 
 import pygit2
 
-from _common import Case, fmt_time, measure, print_machine, signed_receipt, table
+from _common import Case, fmt_time, measure_and_show, print_machine, signed_receipt, table
 
 from gitproof.notes import NOTES_REF, NotesStore, tree_with_notes
 from gitproof.receipt import SignedReceipt
@@ -271,11 +271,7 @@ def main() -> int:
                  Case("python: lean imports (feature branch)", lambda: first.python(LEAN_IMPORTS), number=1),
                  Case("python: full imports (protected ref)", lambda: first.python(FULL_IMPORTS), number=1)]
         every = [c for cases in per_size.values() for c in cases.values()] + scale
-        print(f"timing {len(every)} cases x {args.repeat} rounds ...")
-        measure(every, args.repeat, progress=False)
-
-        rows = [[c.name, fmt_time(c.median), fmt_time(c.spread[0]), fmt_time(c.spread[1])] for c in every]
-        print("\n" + table(rows, ["case", "median", "min", "max"]))
+        measure_and_show(every, args.repeat)
 
         print("\ncost per push = median(push to hooked.git) - median(the same push to plain.git):")
         summary = []

@@ -745,3 +745,19 @@ def test_the_gitlab_template_writes_a_junit_report(github, tmp_path):
     (case,) = suite
     assert case.name == f"{head[:10]} kernel: untested tweak" and "fingerprint-changed" in case.result[0].message
     assert git(ci, "rev-parse", "--is-shallow-repository") == "false"
+
+
+@pytest.mark.parametrize("path", ["../outside.toml", "ci/../../outside.toml", "/", "./"])
+def test_a_policy_path_outside_the_repository_is_refused(repo, tmp_path, path):
+    git_ = github_action.Git(repo, io.StringIO())
+    with pytest.raises(ActionError, match="is not a path inside the repository"):
+        github_action._trusted_policy(git_, "HEAD", path, tmp_path)
+
+
+def test_a_policy_file_is_copied_from_the_trusted_ref_not_the_working_tree(repo, tmp_path):
+    write_files(repo, {"ci/policy.toml": "require_clean = true\n"})
+    commit_all(repo, "policy")
+    write_files(repo, {"ci/policy.toml": "allow_unsigned = true\n"})  # uncommitted: the checkout's own
+    copy = github_action._trusted_policy(github_action.Git(repo, io.StringIO()), "HEAD", "./ci/policy.toml",
+                                         tmp_path)
+    assert Path(copy).read_text() == "require_clean = true\n"

@@ -682,3 +682,16 @@ def test_a_trust_ref_that_is_not_protected_cannot_be_pushed(world):
     moved = push(attacker, "origin", "HEAD:refs/gpu-proof/trust")
     assert moved.returncode != 0 and "trust root" in moved.stderr
     assert on_server(world, "refs/gpu-proof/trust") == on_server(world, MAIN)
+
+
+def test_a_symbolic_ref_chain_is_followed_to_its_end_and_a_loop_refused(world):
+    git(world.remote, "symbolic-ref", "refs/heads/b", MAIN)
+    git(world.remote, "symbolic-ref", "refs/heads/a", "refs/heads/b")
+    zero, tip = "0" * 40, on_server(world, MAIN)
+    env = {**tool_env(), "GIT_DIR": str(world.remote)}
+    [update] = receive.through_symbolic_refs([ReceivedUpdate(tip, zero, "refs/heads/a")], env)
+    assert update.ref == MAIN
+    git(world.remote, "symbolic-ref", "refs/heads/x", "refs/heads/y")
+    git(world.remote, "symbolic-ref", "refs/heads/y", "refs/heads/x")
+    with pytest.raises(ReceiveInputError, match="a chain of symbolic refs too long to follow"):
+        receive.through_symbolic_refs([ReceivedUpdate(tip, zero, "refs/heads/x")], env)

@@ -46,8 +46,9 @@ def test_the_pre_push_hook_never_imports_typer(cli_project, tmp_path):
     assert "typer" not in modules and "gitproof.cli.main" in modules
 
 
-def test_top_level_help_still_lists_every_command(cli_project):
-    result = run_tool(cli_project, "-h")  # git itself answers `git gpu-proof --help` (man page)
+@pytest.mark.parametrize("args", [("-h",), ("-h", "status")])  # git answers `git gpu-proof --help` itself
+def test_top_level_help_still_lists_every_command(cli_project, args):
+    result = run_tool(cli_project, *args)
     assert result.returncode == 0
     for name in ("run", "verify", "plan", "show", "log", "export", "status", "push", "fetch", "install",
                  "uninstall", "doctor", "hook", "demo", "signers", "migrate"):

@@ -106,10 +106,13 @@ def _command_named(argv: list[str]) -> str | None:
     """The command ``argv`` runs, when it names a known one and no completion is asked for.
 
     The root takes no option with a value, so the first word not starting with ``-``
-    is the command.
+    is the command; a help option before it asks for the root's help, which lists them all.
     """
     if os.environ.get(COMPLETION_VARIABLE):
         return None
-    word = next((arg for arg in argv if not arg.startswith("-")), None)
-    known = word in COMMAND_MODULES or word in _MODULE_OF
-    return word if known else None
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in COMMAND_MODULES or arg in _MODULE_OF else None
+    return None
